@@ -1,0 +1,128 @@
+"""One typed run configuration, built from Flower run-config, CLI flags or a TOML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from fedfraud.errors import ConfigError
+
+MODELS = ("mlp", "gnn")
+GNN_CONVS = ("sage", "gcn")
+DATA_FORMATS = ("synthetic", "csv", "parquet", "paysim", "ulb", "banks")
+PARTITIONS = ("iid", "dirichlet")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a federated run needs; field names map to run-config keys with '-' for '_'."""
+
+    num_banks: int = 5
+    num_rounds: int = 10
+    model: str = "mlp"
+    gnn_conv: str = "sage"
+    hidden: int = 64
+    local_epochs: int = 1
+    batch_size: int = 1024
+    lr: float = 3e-3
+    secure_agg: str = "none"
+    dp_epsilon: float = 0.0  # 0 disables differential privacy
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
+    min_banks: int = 2
+    seed: int = 0
+    data_dir: str = ""
+    out_dir: str = ""
+    keys_dir: str = ""
+    # Data preparation (used by `simulate` before federation starts).
+    data_format: str = "synthetic"
+    data_path: str = ""
+    mapping: str = ""
+    partition: str = "dirichlet"
+    dirichlet_alpha: float = 0.5
+    transactions: int = 200_000
+
+    def __post_init__(self) -> None:
+        _check(self.num_banks >= 1, "num-banks must be at least 1")
+        _check(self.num_rounds >= 1, "num-rounds must be at least 1")
+        _check(self.model in MODELS, f"model must be one of {', '.join(MODELS)}")
+        _check(self.gnn_conv in GNN_CONVS, f"gnn-conv must be one of {', '.join(GNN_CONVS)}")
+        _check(self.hidden >= 4, "hidden must be at least 4")
+        _check(self.local_epochs >= 1, "local-epochs must be at least 1")
+        _check(self.batch_size >= 8, "batch-size must be at least 8")
+        _check(0 < self.lr < 10, "lr must be in (0, 10)")
+        _check(self.dp_epsilon >= 0, "dp-epsilon must be >= 0 (0 disables DP)")
+        _check(0 < self.dp_delta < 1, "dp-delta must be in (0, 1)")
+        _check(self.dp_clip > 0, "dp-clip must be positive")
+        _check(1 <= self.min_banks, "min-banks must be at least 1")
+        _check(
+            self.min_banks <= self.num_banks,
+            f"min-banks ({self.min_banks}) cannot exceed num-banks ({self.num_banks})",
+        )
+        _check(self.data_format in DATA_FORMATS, f"format must be one of {', '.join(DATA_FORMATS)}")
+        _check(self.partition in PARTITIONS, f"partition must be one of {', '.join(PARTITIONS)}")
+        _check(self.dirichlet_alpha > 0, "dirichlet-alpha must be positive")
+        _check(self.transactions >= 100, "transactions must be at least 100")
+
+    @property
+    def dp(self) -> bool:
+        """Whether differential privacy is on."""
+        return self.dp_epsilon > 0
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_run_config(self) -> dict[str, int | float | str]:
+        """Flat run-config for Flower (hyphenated keys, scalar values)."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (underscored keys), as written to results.json."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from run-config/TOML keys (hyphens or underscores); unknown keys are ignored
+        so the Flower app can carry settings of other components beside ours."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                continue
+            kwargs[name] = _coerce(name, value, type(getattr(cls(), name)))
+        return cls(**kwargs)
+
+    @classmethod
+    def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+        """Read `[fedfraud]` (or the top level) of a TOML file, then apply `overrides`."""
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found; check the path.") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        section = data.get("fedfraud", data)
+        unknown = [k for k in section if k.replace("-", "_") not in {f.name for f in fields(cls)}]
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown key(s) {', '.join(sorted(unknown))}")
+        return cls.from_mapping({**section, **(overrides or {})})
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    try:
+        if kind is bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name.replace('_', '-')}: cannot read {value!r} as {kind.__name__}") from exc
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)

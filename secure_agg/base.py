@@ -1,0 +1,181 @@
+"""The secure-aggregation contract: how a bank's update reaches the operator, and a registry.
+
+A backend turns each bank's weighted update into a `Payload` that reveals nothing on its own
+(`client_protect`), combines payloads without opening any of them (`server_aggregate`), and lets
+the banks turn the combined payload into the weighted mean (`client_reveal`). The sample weight
+travels inside the protected payload, so the operator does not learn per-bank sizes either.
+Callers measure time and bytes around these calls, the same way for every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from fedfraud.errors import ConfigError, PayloadError
+
+Role = Literal["client", "server"]
+Meta = Mapping[str, int | float | str]
+
+_MAGIC = b"FFPL1"
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What crosses the wire: opaque byte chunks plus public metadata."""
+
+    backend: str
+    chunks: tuple[bytes, ...]
+    meta: Meta = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        """Bytes on the wire (chunks plus metadata)."""
+        return sum(len(c) for c in self.chunks) + len(json.dumps(dict(self.meta)))
+
+    def to_record(self) -> dict[str, Any]:
+        """A flat dict Flower's ConfigRecord accepts (str keys; bytes, lists of bytes, scalars)."""
+        return {
+            "backend": self.backend,
+            "chunks": list(self.chunks),
+            "meta": json.dumps(dict(self.meta), sort_keys=True),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Payload:
+        """Inverse of `to_record`; raises PayloadError on anything malformed."""
+        try:
+            backend = str(record["backend"])
+            chunks = tuple(bytes(c) for c in record["chunks"])
+            meta = json.loads(str(record["meta"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PayloadError(f"malformed payload record: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise PayloadError("malformed payload record: meta is not a mapping")
+        return cls(backend=backend, chunks=chunks, meta=meta)
+
+    def to_bytes(self) -> bytes:
+        """A self-describing file format (for checkpoints): magic, header length, header, chunks."""
+        header = json.dumps(
+            {"backend": self.backend, "meta": dict(self.meta),
+             "sizes": [len(c) for c in self.chunks]}
+        ).encode()
+        return _MAGIC + struct.pack("<I", len(header)) + header + b"".join(self.chunks)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Payload:
+        """Inverse of `to_bytes`."""
+        if not blob.startswith(_MAGIC):
+            raise PayloadError("not a fedfraud payload file (bad magic bytes)")
+        try:
+            (hlen,) = struct.unpack_from("<I", blob, len(_MAGIC))
+            start = len(_MAGIC) + 4
+            header = json.loads(blob[start : start + hlen])
+            pos = start + hlen
+            chunks = []
+            for size in header["sizes"]:
+                chunks.append(blob[pos : pos + size])
+                pos += size
+        except (struct.error, ValueError, KeyError) as exc:
+            raise PayloadError(f"corrupt payload file: {exc}") from exc
+        if pos != len(blob):
+            raise PayloadError("corrupt payload file: length does not match its header")
+        return cls(backend=header["backend"], chunks=tuple(chunks), meta=header["meta"])
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The combined payload plus which banks went into it and why others were left out."""
+
+    payload: Payload
+    included: tuple[str, ...]
+    rejected: Mapping[str, str]
+
+
+class SecureAggregator(Protocol):
+    """One secure-aggregation backend, used by banks (role 'client') or the operator ('server')."""
+
+    name: str
+
+    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+        """Protect `weight * update` (and the weight itself) so it can leave the bank."""
+        ...
+
+    def server_aggregate(self, payloads: Mapping[str, Payload]) -> Aggregate:
+        """Combine banks' payloads without opening any; reject invalid ones with a reason."""
+        ...
+
+    def client_reveal(
+        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+    ) -> list[np.ndarray]:
+        """Turn the combined payload into the weighted mean update, shaped like `shapes`."""
+        ...
+
+
+Factory = Callable[[Role, Mapping[str, Any]], SecureAggregator]
+_REGISTRY: dict[str, Factory] = {}
+
+
+def register(name: str) -> Callable[[Factory], Factory]:
+    """Class/function decorator adding a backend factory under `name`."""
+
+    def deco(factory: Factory) -> Factory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def available() -> list[str]:
+    """Names of the registered backends."""
+    _load_builtin_backends()
+    return sorted(_REGISTRY)
+
+
+def get(name: str, role: Role, options: Mapping[str, Any] | None = None) -> SecureAggregator:
+    """Build backend `name` for `role`; `options` come from run-config/node-config."""
+    _load_builtin_backends()
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"unknown secure aggregation backend '{name}'; choose one of: {', '.join(available())}"
+        )
+    return _REGISTRY[name](role, dict(options or {}))
+
+
+def _load_builtin_backends() -> None:
+    # Imported lazily so `import secure_agg.base` stays cheap and optional crypto libraries are
+    # only needed when their backend is used.
+    from secure_agg import backends  # noqa: F401
+
+
+def flatten(update: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate arrays into one float64 vector."""
+    if not update:
+        return np.zeros(0)
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in update])
+
+
+def unflatten(vector: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """Split a flat vector back into arrays of `shapes` (float32, as the models use)."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    if sum(sizes) != vector.size:
+        raise PayloadError(
+            f"aggregate holds {vector.size} values but the model has {sum(sizes)} parameters"
+        )
+    out, pos = [], 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        out.append(vector[pos : pos + size].reshape(shape).astype(np.float32))
+        pos += size
+    return out
+
+
+def check_weight(weight: float) -> float:
+    """Weights must be positive and finite: they scale what a bank contributes."""
+    w = float(weight)
+    if not np.isfinite(w) or w <= 0:
+        raise PayloadError(f"sample weight must be positive and finite, got {weight!r}")
+    return w
