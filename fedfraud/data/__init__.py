@@ -1,0 +1,1 @@
+"""Transaction data: canonical schema, synthetic consortium, loaders, splits and graphs."""
