@@ -1,0 +1,69 @@
+"""Feature scaling from consortium-wide moments, without pooling any bank's raw data.
+
+Each bank computes the mean and mean-of-squares of its training features; the banks send these
+through the run's secure aggregator as one weighted update (weight = training rows), so the
+consortium learns only the pooled moments. Node (account) moments ride along, weighted the same
+way, which makes them an approximation of the pooled node moments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedfraud.data.features import TRAIN, BankTable
+
+_MIN_STD = 1e-6
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Standardization for transaction features (and account features when present)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    node_mean: np.ndarray
+    node_std: np.ndarray
+
+    def transform(self, table: BankTable) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scaled transaction features and scaled node features (or None)."""
+        x = ((table.x - self.mean) / self.std).astype(np.float32)
+        node_x = None
+        if table.node_x is not None:
+            node_x = ((table.node_x - self.node_mean) / self.node_std).astype(np.float32)
+        return x, node_x
+
+    @classmethod
+    def from_moments(cls, moments: list[np.ndarray]) -> Scaler:
+        """Build from `[E[x], E[x^2], E[node_x], E[node_x^2]]` (the output of `local_moments`)."""
+        mean, sq, node_mean, node_sq = (np.asarray(m, dtype=np.float64) for m in moments)
+        return cls(
+            mean=mean.astype(np.float32),
+            std=_std(mean, sq),
+            node_mean=node_mean.astype(np.float32),
+            node_std=_std(node_mean, node_sq),
+        )
+
+
+def local_moments(table: BankTable) -> list[np.ndarray]:
+    """`[E[x], E[x^2], E[node_x], E[node_x^2]]` over this bank's training rows and accounts."""
+    x = table.x[table.mask(TRAIN)].astype(np.float64)
+    node_x = (
+        table.node_x.astype(np.float64)
+        if table.node_x is not None
+        else np.zeros((1, 0), dtype=np.float64)
+    )
+    return [x.mean(0), (x**2).mean(0), node_x.mean(0), (node_x**2).mean(0)]
+
+
+def moment_weight(table: BankTable) -> float:
+    """Weight of a bank's moments in the consortium mean: its number of training rows."""
+    return float(table.mask(TRAIN).sum())
+
+
+def _std(mean: np.ndarray, sq: np.ndarray) -> np.ndarray:
+    var = np.clip(sq - mean**2, 0.0, None)
+    std = np.sqrt(var)
+    # Constant features (e.g. a channel no bank uses) keep their value instead of dividing by 0.
+    return np.where(std < _MIN_STD, 1.0, std).astype(np.float32)

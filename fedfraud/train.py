@@ -1,0 +1,144 @@
+"""Local training and evaluation, shared by bank clients, baselines and tests. Plain PyTorch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedfraud.config import RunConfig
+from fedfraud.data.features import TEST, TRAIN, BankTable
+from fedfraud.data.graph import to_graph
+from fedfraud.data.scaling import Scaler
+from fedfraud.models import ModelSpec, build
+
+# Hook for record-level DP: takes (model, optimizer, loader), returns them made private.
+Privatizer = Callable[
+    [nn.Module, torch.optim.Optimizer, DataLoader],
+    tuple[nn.Module, torch.optim.Optimizer, DataLoader],
+]
+
+MAX_POS_WEIGHT = 30.0
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A bank's scaled data in the form its model consumes."""
+
+    model: str
+    x: torch.Tensor  # transaction features (edge_attr for the GNN)
+    y: torch.Tensor
+    split: torch.Tensor
+    graph: object | None = None  # torch_geometric Data for the GNN
+
+    def num(self, split: int) -> int:
+        return int((self.split == split).sum())
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    steps: int
+    loss: float
+    seconds: float
+
+
+def make_inputs(model: str, table: BankTable, scaler: Scaler) -> ModelInputs:
+    """Scale a bank's table and shape it for `model` ("mlp" or "gnn")."""
+    x, node_x = scaler.transform(table)
+    graph = to_graph(table, x, node_x) if model == "gnn" else None
+    return ModelInputs(
+        model=model,
+        x=torch.from_numpy(x),
+        y=torch.from_numpy(table.y),
+        split=torch.from_numpy(table.split.astype(np.int64)),
+        graph=graph,
+    )
+
+
+def build_model(config: RunConfig, table: BankTable) -> nn.Module:
+    """The run's model for this bank's feature sizes, initialised from the shared seed."""
+    node_dim = table.node_x.shape[1] if table.node_x is not None else 0
+    spec = ModelSpec(table.x.shape[1], node_dim, config.hidden, config.gnn_conv, config.seed)
+    return build(config.model, spec)
+
+
+def get_weights(model: nn.Module) -> list[np.ndarray]:
+    """Model parameters as float32 numpy arrays, in a fixed order."""
+    return [p.detach().cpu().numpy().copy() for p in model.state_dict().values()]
+
+
+def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
+    """Load arrays produced by `get_weights` (or an aggregate shaped like them)."""
+    keys = list(model.state_dict())
+    model.load_state_dict({k: torch.from_numpy(np.asarray(w)) for k, w in zip(keys, weights, strict=True)})
+
+
+def weight_shapes(model: nn.Module) -> list[tuple[int, ...]]:
+    return [tuple(v.shape) for v in model.state_dict().values()]
+
+
+def pos_weight(y: torch.Tensor) -> torch.Tensor:
+    """Imbalance-aware loss weight sqrt(neg/pos), capped so rare-fraud banks stay stable."""
+    pos = float(y.sum())
+    neg = float(len(y) - pos)
+    return torch.tensor(min(MAX_POS_WEIGHT, max(1.0, (neg / max(pos, 1.0)) ** 0.5)))
+
+
+def train_local(
+    model: nn.Module,
+    inputs: ModelInputs,
+    config: RunConfig,
+    epochs: int | None = None,
+    seed: int = 0,
+    privatizer: Privatizer | None = None,
+) -> TrainStats:
+    """Train on the bank's training split for `epochs` (default: config.local_epochs)."""
+    epochs = config.local_epochs if epochs is None else epochs
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    train = inputs.split == TRAIN
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight(inputs.y[train]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model.train()
+    steps, last = 0, float("nan")
+    if inputs.model == "gnn":
+        graph = inputs.graph
+        for _ in range(epochs * config.gnn_steps):
+            optimizer.zero_grad()
+            loss = loss_fn(model(graph)[train], inputs.y[train])
+            loss.backward()
+            optimizer.step()
+            steps, last = steps + 1, loss.item()
+    else:
+        loader = DataLoader(
+            TensorDataset(inputs.x[train], inputs.y[train]),
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=generator,
+        )
+        if privatizer is not None:
+            model, optimizer, loader = privatizer(model, optimizer, loader)
+        for _ in range(epochs):
+            for xb, yb in loader:
+                if len(yb) == 0:  # Poisson sampling (DP) can draw an empty batch
+                    continue
+                optimizer.zero_grad()
+                loss = loss_fn(model(xb), yb)
+                loss.backward()
+                optimizer.step()
+                steps, last = steps + 1, loss.item()
+    return TrainStats(steps, last, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: ModelInputs, split: int = TEST) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and fraud probabilities for the rows of `split`."""
+    model.eval()
+    logits = model(inputs.graph) if inputs.model == "gnn" else model(inputs.x)
+    mask = inputs.split == split
+    return inputs.y[mask].numpy(), torch.sigmoid(logits[mask]).numpy()
