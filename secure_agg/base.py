@@ -13,6 +13,7 @@ import json
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -117,17 +118,31 @@ class SecureAggregator(Protocol):
 
 
 Factory = Callable[[Role, Mapping[str, Any]], SecureAggregator]
+# Makes the key material a backend needs for a local simulation in `directory` and returns
+# the options that point the banks and the operator at it.
+Provisioner = Callable[[Path, int], dict[str, Any]]
 _REGISTRY: dict[str, Factory] = {}
+_PROVISIONERS: dict[str, Provisioner] = {}
 
 
-def register(name: str) -> Callable[[Factory], Factory]:
-    """Class/function decorator adding a backend factory under `name`."""
+def register(name: str, provision: Provisioner | None = None) -> Callable[[Factory], Factory]:
+    """Decorator adding a backend factory under `name` (and its simulation key provisioner)."""
 
     def deco(factory: Factory) -> Factory:
         _REGISTRY[name] = factory
+        if provision is not None:
+            _PROVISIONERS[name] = provision
         return factory
 
     return deco
+
+
+def provision(name: str, directory: Path, num_banks: int) -> dict[str, Any]:
+    """Key material for a simulation of backend `name`; {} for backends that need none."""
+    _load_builtin_backends()
+    if name not in _PROVISIONERS:
+        return {}
+    return _PROVISIONERS[name](Path(directory), num_banks)
 
 
 def available() -> list[str]:
