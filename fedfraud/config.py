@@ -35,6 +35,7 @@ class RunConfig:
     dp_delta: float = 1e-5
     dp_clip: float = 1.0
     min_banks: int = 2
+    round_timeout: float = 600.0  # seconds to wait for banks in one round
     seed: int = 0
     data_dir: str = ""
     out_dir: str = ""
@@ -60,7 +61,8 @@ class RunConfig:
         _check(self.dp_epsilon >= 0, "dp-epsilon must be >= 0 (0 disables DP)")
         _check(0 < self.dp_delta < 1, "dp-delta must be in (0, 1)")
         _check(self.dp_clip > 0, "dp-clip must be positive")
-        _check(1 <= self.min_banks, "min-banks must be at least 1")
+        _check(self.min_banks >= 1, "min-banks must be at least 1")
+        _check(self.round_timeout > 0, "round-timeout must be positive")
         _check(
             self.min_banks <= self.num_banks,
             f"min-banks ({self.min_banks}) cannot exceed num-banks ({self.num_banks})",
@@ -122,7 +124,9 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
         return kind(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name.replace('_', '-')}: cannot read {value!r} as {kind.__name__}") from exc
+        raise ConfigError(
+            f"{name.replace('_', '-')}: cannot read {value!r} as {kind.__name__}"
+        ) from exc
 
 
 def _check(ok: bool, message: str) -> None:

@@ -75,7 +75,9 @@ def get_weights(model: nn.Module) -> list[np.ndarray]:
 def set_weights(model: nn.Module, weights: Sequence[np.ndarray]) -> None:
     """Load arrays produced by `get_weights` (or an aggregate shaped like them)."""
     keys = list(model.state_dict())
-    model.load_state_dict({k: torch.from_numpy(np.asarray(w)) for k, w in zip(keys, weights, strict=True)})
+    model.load_state_dict(
+        {k: torch.from_numpy(np.asarray(w)) for k, w in zip(keys, weights, strict=True)}
+    )
 
 
 def weight_shapes(model: nn.Module) -> list[tuple[int, ...]]:
@@ -136,7 +138,9 @@ def train_local(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: ModelInputs, split: int = TEST) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module, inputs: ModelInputs, split: int = TEST
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels and fraud probabilities for the rows of `split`."""
     model.eval()
     logits = model(inputs.graph) if inputs.model == "gnn" else model(inputs.x)

@@ -62,8 +62,11 @@ class Payload:
     def to_bytes(self) -> bytes:
         """A self-describing file format (for checkpoints): magic, header length, header, chunks."""
         header = json.dumps(
-            {"backend": self.backend, "meta": dict(self.meta),
-             "sizes": [len(c) for c in self.chunks]}
+            {
+                "backend": self.backend,
+                "meta": dict(self.meta),
+                "sizes": [len(c) for c in self.chunks],
+            }
         ).encode()
         return _MAGIC + struct.pack("<I", len(header)) + header + b"".join(self.chunks)
 

@@ -45,7 +45,9 @@ class BankTable:
         return self.split == split
 
 
-def temporal_split(timestamp: np.ndarray, val_frac: float = 0.1, test_frac: float = 0.2) -> np.ndarray:
+def temporal_split(
+    timestamp: np.ndarray, val_frac: float = 0.1, test_frac: float = 0.2
+) -> np.ndarray:
     """Train on the past, test on the future: the last `test_frac` of rows by time are test."""
     n = len(timestamp)
     order = np.argsort(timestamp, kind="stable")
@@ -57,8 +59,12 @@ def temporal_split(timestamp: np.ndarray, val_frac: float = 0.1, test_frac: floa
     return split
 
 
-def build_bank_table(df: pd.DataFrame, name: str, with_graph: bool = True) -> BankTable:
-    """Turn a validated canonical table into features, labels, splits and (optionally) a graph."""
+def build_bank_table(
+    df: pd.DataFrame, name: str, with_graph: bool = True, split_column: str | None = None
+) -> BankTable:
+    """Turn a validated canonical table into features, labels, splits and (optionally) a graph.
+
+    The split is temporal unless `split_column` names a column holding TRAIN/VAL/TEST codes."""
     df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
     cols: dict[str, np.ndarray] = {}
     amount = df["amount"].to_numpy(np.float64)
@@ -96,7 +102,7 @@ def build_bank_table(df: pd.DataFrame, name: str, with_graph: bool = True) -> Ba
         name=name,
         x=x,
         y=df[LABEL].to_numpy(np.float32),
-        split=temporal_split(hours),
+        split=(df[split_column].to_numpy(np.int8) if split_column else temporal_split(hours)),
         feature_names=feature_names,
         typology=typology,
         src=src,
@@ -106,7 +112,9 @@ def build_bank_table(df: pd.DataFrame, name: str, with_graph: bool = True) -> Ba
     )
 
 
-def _account_features(df: pd.DataFrame, amount: np.ndarray, hours: np.ndarray) -> dict[str, np.ndarray]:
+def _account_features(
+    df: pd.DataFrame, amount: np.ndarray, hours: np.ndarray
+) -> dict[str, np.ndarray]:
     """Per-transaction views of the sender's and receiver's behaviour inside this bank."""
     out: dict[str, np.ndarray] = {}
     sender = pd.factorize(df["sender"])[0]

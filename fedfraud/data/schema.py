@@ -13,11 +13,23 @@ from fedfraud.errors import DataError
 # them into the same feature columns without exchanging data.
 CHANNELS: tuple[str, ...] = ("card_present", "card_not_present", "transfer", "cash", "other")
 MCC_BUCKETS: tuple[str, ...] = (
-    "unknown", "grocery", "electronics", "travel", "digital_goods",
-    "gambling", "fuel", "restaurants", "luxury", "money_transfer",
+    "unknown",
+    "grocery",
+    "electronics",
+    "travel",
+    "digital_goods",
+    "gambling",
+    "fuel",
+    "restaurants",
+    "luxury",
+    "money_transfer",
 )
 TYPOLOGIES: tuple[str, ...] = (
-    "legit", "card_testing", "account_takeover", "mule_ring", "structuring",
+    "legit",
+    "card_testing",
+    "account_takeover",
+    "mule_ring",
+    "structuring",
 )
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("amount", "timestamp", "is_fraud")

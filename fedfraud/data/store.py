@@ -72,5 +72,7 @@ def read_bank(bank_dir: Path) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{path} is not a readable parquet file ({exc.__class__.__name__}).") from exc
+        raise DataError(
+            f"{path} is not a readable parquet file ({exc.__class__.__name__})."
+        ) from exc
     return validate_transactions(df, str(path))

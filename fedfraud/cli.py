@@ -1,0 +1,235 @@
+"""`fedfraud` command line (Typer + Rich). User mistakes print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedfraud.config import RunConfig
+from fedfraud.errors import FedfraudError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Federated fraud detection across banks with secure aggregation and DP.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Make or prepare consortium data.")
+keys_app = typer.Typer(no_args_is_help=True, help="Provision secure-aggregation key material.")
+app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
+console = Console()
+err_console = Console(stderr=True)
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per bank).")],
+    banks: Annotated[int, typer.Option(help="Number of banks.")] = 5,
+    transactions: Annotated[int, typer.Option(help="Total transactions.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Generate a synthetic consortium: DIR/bank-XX/transactions.parquet + manifest.json."""
+    from fedfraud.data.synth import write_consortium
+
+    with console.status(f"generating {transactions:,} transactions for {banks} banks"):
+        manifest = write_consortium(out, banks, transactions, seed)
+    _print_manifest(manifest, out)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: Annotated[Path, typer.Argument(help="CSV or Parquet file.")],
+    out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per bank).")],
+    banks: Annotated[int, typer.Option(help="Split into this many banks.")] = 5,
+    format: Annotated[str, typer.Option("--format", help="auto|csv|parquet|paysim|ulb")] = "auto",
+    mapping: Annotated[Path | None, typer.Option(help="Column mapping (JSON/TOML).")] = None,
+    partition: Annotated[str, typer.Option(help="iid|dirichlet")] = "dirichlet",
+    alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Split one dataset into N bank folders (research: IID or Dirichlet non-IID)."""
+    from fedfraud.data.partition import prepare_banks
+
+    with console.status(f"splitting {source} into {banks} banks"):
+        manifest = prepare_banks(source, out, format, mapping, banks, partition, alpha, seed)
+    _print_manifest(manifest, out)
+
+
+def _print_manifest(manifest: dict[str, Any], out: Path) -> None:
+    table = Table(title=f"consortium in {out}")
+    for col in ("bank", "transactions", "fraud", "fraud rate"):
+        table.add_column(col, justify="right")
+    for b in manifest["banks"]:
+        table.add_row(
+            b["bank"], f"{b['transactions']:,}", f"{b['fraud']:,}", f"{100 * b['fraud_rate']:.2f}%"
+        )
+    console.print(table)
+
+
+@keys_app.command("init")
+def keys_init(
+    out: Annotated[Path, typer.Option(help="Folder for the key files (keep it out of git).")],
+) -> None:
+    """CKKS keys: the banks' secret context and the operator's public context."""
+    from secure_agg.keys import init_keys
+
+    paths = init_keys(out)
+    console.print(f"[green]wrote[/] CKKS key material to {out}:")
+    for name, path in vars(paths).items():
+        console.print(f"  {name}: {path}")
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Run folder for results.json, report.md, plots.")],
+    config: Annotated[Path | None, typer.Option(help="TOML config ([fedfraud] table).")] = None,
+    banks: Annotated[int | None, typer.Option(help="Number of banks.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
+    model: Annotated[str | None, typer.Option(help="mlp|gnn")] = None,
+    secure_agg: Annotated[str | None, typer.Option(help="none|ckks|secagg+|crypten")] = None,
+    dp_epsilon: Annotated[float | None, typer.Option(help="Target ε per bank (0 = off).")] = None,
+    dp_delta: Annotated[float | None, typer.Option(help="DP δ.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data file or bank folders.")] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="synthetic|csv|parquet|paysim|ulb|banks")
+    ] = None,
+    mapping: Annotated[Path | None, typer.Option(help="Column mapping for csv/parquet.")] = None,
+    transactions: Annotated[int | None, typer.Option(help="Synthetic transactions.")] = None,
+    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    no_baselines: Annotated[bool, typer.Option(help="Skip local-only/centralized.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", help="Show Flower/Ray logs.")] = False,
+) -> None:
+    """Run a whole consortium locally (Flower simulation engine) plus baselines."""
+    flags = {
+        "num_banks": banks,
+        "num_rounds": rounds,
+        "model": model,
+        "secure_agg": secure_agg,
+        "dp_epsilon": dp_epsilon,
+        "dp_delta": dp_delta,
+        "mapping": str(mapping) if mapping else None,
+        "transactions": transactions,
+        "local_epochs": local_epochs,
+        "seed": seed,
+        "data_format": format,
+    }
+    if data is not None:
+        flags["data_path"] = str(data)
+        if format is None:
+            flags["data_format"] = "banks" if data.is_dir() else "csv"
+            if data.suffix == ".parquet":
+                flags["data_format"] = "parquet"
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    cfg = RunConfig.from_toml(config, overrides) if config else RunConfig.from_mapping(overrides)
+    if cfg.data_format in ("csv", "parquet", "paysim", "ulb") and cfg.data_path:
+        cfg = cfg.replace(data_format=cfg.data_format)
+    _quiet_libraries(verbose)
+    from simulations.report import summary_row
+    from simulations.runner import simulate as run
+
+    console.print(
+        f"[bold]fedfraud simulate[/]: {cfg.num_banks} banks · {cfg.model} · "
+        f"secure-agg {cfg.secure_agg} · DP {'ε=' + str(cfg.dp_epsilon) if cfg.dp else 'off'}"
+        f" · {cfg.num_rounds} rounds"
+    )
+    with console.status("preparing data") as status:
+
+        def progress(event: str, info: dict[str, Any]) -> None:
+            if event == "data":
+                status.update("federating (starting Flower simulation engine)")
+            elif event == "round":
+                console.print(
+                    f"  round {info['round']:>3}/{cfg.num_rounds}  PR-AUC "
+                    f"{_num(info['metrics'].get('pr_auc'))}  {info['wall_s']:.1f}s  "
+                    f"{info['num_results']} banks ok, {info['num_failures']} failed"
+                )
+                status.update(f"federating: round {info['round']}/{cfg.num_rounds} done")
+            elif event == "baselines":
+                status.update("baselines: local-only per bank and centralized")
+
+        results = run(cfg, out, baselines=not no_baselines, progress=progress)
+    _print_rows([summary_row(results, out.name)])
+    console.print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (with results.json).")],
+    out: Annotated[Path | None, typer.Option(help="Also write the table as markdown.")] = None,
+) -> None:
+    """Compare runs side by side."""
+    from simulations.report import markdown_table, summary_row
+
+    rows = []
+    for run in runs:
+        path = run / "results.json"
+        if not path.exists():
+            raise FedfraudError(f"{path} not found; pass folders written by `fedfraud simulate`")
+        try:
+            rows.append(summary_row(json.loads(path.read_text()), run.name))
+        except json.JSONDecodeError as exc:
+            raise FedfraudError(
+                f"{path} is not valid JSON ({exc.msg}); re-run that simulation"
+            ) from exc
+    _print_rows(rows)
+    if out:
+        out.write_text(markdown_table(rows) + "\n")
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "–"
+
+
+def _print_rows(rows: list[dict[str, str]]) -> None:
+    table = Table()
+    for col in rows[0]:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if verbose:
+        return
+    # Flower warns that run_simulation is deprecated in favour of `flwr run`; we support both.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("flwr", "ray"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main() -> None:
+    """Console entry point: user errors → one line on stderr, exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except FedfraudError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The bank's Flower ClientApp: train on local data, protect the update, reveal aggregates."""

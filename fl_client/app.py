@@ -1,0 +1,124 @@
+"""Flower ClientApp run by each bank. Raw rows and plaintext updates never leave this process:
+only payloads from the run's secure aggregator and evaluation metrics are sent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedfraud import round_messages as rm
+from fedfraud.config import RunConfig
+from fedfraud.data.features import TEST, TRAIN
+from fedfraud.data.scaling import local_moments, moment_weight
+from fedfraud.errors import FedfraudError
+from fedfraud.metrics import score_metrics
+from fedfraud.train import (
+    build_model,
+    get_weights,
+    predict,
+    set_weights,
+    train_local,
+    weight_shapes,
+)
+from fl_client.bank import (
+    BankNode,
+    aggregator,
+    load_table,
+    model_inputs,
+    payload_digest,
+    revealed_scaler,
+)
+from secure_agg import Payload
+
+log = logging.getLogger("fedfraud.client")
+app = ClientApp()
+
+
+def _handler(fn: Callable[[Message, Context, RunConfig, BankNode], RecordDict]):
+    """Common envelope: parse config, resolve the bank, turn user errors into error replies."""
+
+    def wrapped(msg: Message, context: Context) -> Message:
+        # Two cores are shared by all simulated banks; one thread each avoids oversubscription.
+        torch.set_num_threads(int(context.node_config.get("torch-threads", 1)))
+        try:
+            config = RunConfig.from_mapping(msg.content[rm.CONFIG])
+            node = BankNode.from_configs(context.node_config, config)
+            content = fn(msg, context, config, node)
+            content[rm.BANK] = ConfigRecord({rm.BANK_ID: node.bank_id})
+            return Message(content, reply_to=msg)
+        except FedfraudError as exc:
+            log.error("bank error: %s", exc)
+            return Message(Error(code=rm.BANK_ERROR_CODE, reason=str(exc)), reply_to=msg)
+
+    return wrapped
+
+
+def _options(msg: Message, context: Context) -> dict:
+    # Node-config (the bank's own key paths) overrides what the operator's run-config says.
+    return {**dict(msg.content[rm.CONFIG]), **dict(context.node_config)}
+
+
+@app.query(rm.STATS)
+@_handler
+def stats(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
+    """Send this bank's feature moments, protected, for consortium-wide scaling."""
+    table = load_table(node.data_path, node.bank_id)
+    agg = aggregator(config, _options(msg, context))
+    start = time.perf_counter()
+    payload = agg.client_protect(local_moments(table), moment_weight(table), round=0)
+    metrics = {"protect_s": time.perf_counter() - start}
+    return RecordDict(
+        {rm.UPDATE: ConfigRecord(payload.to_record()), rm.METRICS: MetricRecord(metrics)}
+    )
+
+
+def _global_model(msg: Message, context: Context, config: RunConfig, node: BankNode):
+    """Load data, reveal scaler and global model; returns (table, inputs, model, agg, reveal_s)."""
+    table = load_table(node.data_path, node.bank_id)
+    agg = aggregator(config, _options(msg, context))
+    start = time.perf_counter()
+    scaler_payload = Payload.from_record(msg.content[rm.SCALER])
+    scaler = revealed_scaler(agg, scaler_payload, table)
+    inputs = model_inputs(config.model, table, payload_digest(scaler_payload), scaler)
+    model = build_model(config, table)  # round 1: the shared-seed initial model
+    if rm.GLOBAL in msg.content:
+        global_payload = Payload.from_record(msg.content[rm.GLOBAL])
+        set_weights(model, agg.client_reveal(global_payload, weight_shapes(model)))
+    return table, inputs, model, agg, time.perf_counter() - start
+
+
+@app.train()
+@_handler
+def train(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
+    """Train locally from the global model and send the protected, weighted new model."""
+    table, inputs, model, agg, reveal_s = _global_model(msg, context, config, node)
+    rnd = int(msg.content[rm.CONFIG][rm.ROUND])
+    stats = train_local(model, inputs, config, seed=config.seed * 1000 + rnd)
+    start = time.perf_counter()
+    weights = get_weights(model)
+    payload = agg.client_protect(weights, float(inputs.num(TRAIN)), round=rnd)
+    metrics = {
+        "num_values": float(sum(w.size for w in weights)),
+        "train_s": stats.seconds,
+        "protect_s": time.perf_counter() - start,
+        "reveal_s": reveal_s,
+        "train_loss": stats.loss,
+    }
+    return RecordDict(
+        {rm.UPDATE: ConfigRecord(payload.to_record()), rm.METRICS: MetricRecord(metrics)}
+    )
+
+
+@app.evaluate()
+@_handler
+def evaluate(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
+    """Evaluate the global model on this bank's held-out test split; only metrics leave."""
+    _, inputs, model, _, reveal_s = _global_model(msg, context, config, node)
+    y, scores = predict(model, inputs, TEST)
+    metrics = {**score_metrics(y, scores), "n_test": float(len(y)), "reveal_s": reveal_s}
+    return RecordDict({rm.METRICS: MetricRecord(metrics)})

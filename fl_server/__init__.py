@@ -1,0 +1,1 @@
+"""The operator's Flower ServerApp: rounds, secure aggregation, evaluation, results."""

@@ -1,0 +1,75 @@
+"""Flower ServerApp of the consortium operator (`flwr run .` and `fedfraud simulate`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedfraud.config import RunConfig
+from fl_server.federation import Federation, RoundCallback
+from secure_agg import get
+
+log = logging.getLogger("fedfraud.server")
+RESULTS_FILE = "results.json"
+
+
+GLOBAL_MODEL_FILE = "global_model.payload"
+
+
+def run_operator(
+    grid: Grid,
+    config: RunConfig,
+    run_config: Mapping[str, Any],
+    on_round: RoundCallback | None = None,
+    shared_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the federation; write results.json and the final aggregate into config.out_dir.
+
+    The final aggregate stays protected (under CKKS only the banks can open it)."""
+    options = {**config.to_run_config(), **dict(run_config), **dict(shared_options or {})}
+    aggregator = get(config.secure_agg, "server", options)
+    federation = Federation(
+        grid, config, aggregator, on_round=on_round, shared_options=shared_options
+    )
+    results = federation.run()
+    if config.out_dir:
+        out = Path(config.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+        if federation.state.global_model is not None:
+            (out / GLOBAL_MODEL_FILE).write_bytes(federation.state.global_model.to_bytes())
+    return results
+
+
+def make_server_app(
+    config: RunConfig | None = None,
+    on_round: RoundCallback | None = None,
+    outcome: dict[str, Any] | None = None,
+    shared_options: Mapping[str, Any] | None = None,
+) -> ServerApp:
+    """A ServerApp; `config` overrides the run-config (Flower's run_simulation passes none).
+    `outcome` receives the results or the exception, for in-process callers."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = config or RunConfig.from_mapping(context.run_config)
+        try:
+            results = run_operator(grid, cfg, context.run_config, on_round, shared_options)
+        except Exception as exc:
+            if outcome is not None:
+                outcome["error"] = exc
+            raise
+        if outcome is not None:
+            outcome["results"] = results
+
+    return server_app
+
+
+app = make_server_app()

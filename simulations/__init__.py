@@ -1,0 +1,1 @@
+"""Researcher tooling: local multi-bank simulations, baselines, reports."""
