@@ -1,0 +1,39 @@
+# fedfraud — set-up is two commands: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch goes first, pinned to the CPU wheel on local disk: letting pip resolve a bare `torch`
+# would pull a multi-GB CUDA build. constraints.txt pins every other package.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	# CrypTen 0.4.1 declares an unusable `sklearn` dependency: install it alone, then its real deps.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt crypten==0.4.1
+	$(BIN)/pip install --quiet -c constraints.txt omegaconf onnx
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/fedfraud simulate --banks 5 --rounds 8 --secure-agg none --out $(DEMO_OUT)
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python benchmarks/bench_federation.py
+
+clean:
+	rm -rf $(VENV) runs
