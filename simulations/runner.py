@@ -24,7 +24,7 @@ from fedfraud.errors import ConfigError, DataError, FedfraudError
 from fedfraud.metrics import json_safe, score_metrics, typology_recall
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
 from fl_server.app import GLOBAL_MODEL_FILE, RESULTS_FILE
-from secure_agg import Payload, get, provision
+from secure_agg import Payload, available, get, provision
 
 log = logging.getLogger("fedfraud.simulate")
 Progress = Callable[[str, dict[str, Any]], None]  # (event, details)
@@ -154,6 +154,11 @@ def simulate(
     config: RunConfig, out_dir: Path, baselines: bool = True, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Prepare data, run the federation and the baselines, write results.json and report.md."""
+    if config.secure_agg not in available():
+        raise ConfigError(
+            f"unknown secure aggregation backend '{config.secure_agg}'; choose one of: "
+            f"{', '.join(available())}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
