@@ -335,6 +335,11 @@ def _check_plan(plan: dict[str, str], columns: list[str], path: Path) -> None:
             f"{_suggest(absent[0], columns)}; the file's columns are {_show(columns)}."
         )
     missing = [c for c in REQUIRED_COLUMNS if c not in plan]
+    if missing and len(columns) == 1:
+        raise DataError(
+            f"{path}: found one column only ({_show(columns)[:60]!r}); this does not look like a "
+            "table - give a CSV with a header row of column names, or a Parquet file."
+        )
     if missing:
         hint = ", ".join(f'"{c}": "<your column>"' for c in missing)
         raise DataError(

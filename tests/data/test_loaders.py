@@ -281,6 +281,11 @@ def case_binary_garbage(tmp: Path):
     return path, {}, ["garbage.csv", "binary"]
 
 
+def case_text_not_a_table(tmp: Path):
+    path = _csv(tmp, "<html><body>Session expired</body></html>\n", "download.csv")
+    return path, {}, ["download.csv", "does not look like a table"]
+
+
 def case_parquet_named_csv_with_format_csv(tmp: Path):
     pd.DataFrame({"timestamp": [1.0], "amount": [1.0], "is_fraud": [1]}).to_parquet(tmp / "a.csv")
     return tmp / "a.csv", {"fmt": "csv"}, ["a.csv", "--format parquet"]
