@@ -40,8 +40,8 @@ def test_same_seed_gives_every_bank_the_same_initial_model(conv):
     spec = ModelSpec(in_dim=12, node_in_dim=5, gnn_conv=conv, seed=3)
     a, b = get_weights(build("gnn", spec)), get_weights(build("gnn", spec))
     c = get_weights(build("gnn", ModelSpec(12, 5, gnn_conv=conv, seed=4)))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=False))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=False))
 
 
 def test_gnn_refuses_data_without_accounts():

@@ -20,12 +20,15 @@ def test_aggregate_is_the_sample_weighted_mean():
     updates = [_update(rng) for _ in range(3)]
     weights = [10.0, 30.0, 60.0]
     payloads = {
-        f"b{i}": client.client_protect(u, w, 1) for i, (u, w) in enumerate(zip(updates, weights))
+        f"b{i}": client.client_protect(u, w, 1)
+        for i, (u, w) in enumerate(zip(updates, weights, strict=False))
     }
     agg = secure_agg.get("none", "server").server_aggregate(payloads)
     mean = client.client_reveal(agg.payload, SHAPES)
     for j in range(len(SHAPES)):
-        expected = sum(w * u[j].astype(np.float64) for u, w in zip(updates, weights)) / sum(weights)
+        expected = sum(
+            w * u[j].astype(np.float64) for u, w in zip(updates, weights, strict=False)
+        ) / sum(weights)
         np.testing.assert_allclose(mean[j], expected, atol=1e-6)
     assert agg.included == ("b0", "b1", "b2") and not agg.rejected
 
