@@ -1,0 +1,235 @@
+"""'ckks': banks encrypt under a shared CKKS secret key (TenSEAL); the operator only adds.
+
+A bank packs `[weight * update..., weight] / C` into ceil(P / slots) ciphertexts. The
+operator, holding a public context without any key material, adds them slot-wise; the banks
+decrypt the sum and divide by the decrypted total weight. The operator never sees an update, a
+weight or even the aggregate. See docs/threat-model.md for who learns what.
+
+Magnitudes. Fresh ciphertexts are never rescaled, so a slot decrypts correctly while its value
+stays below 2^h, h = data_bits - 2 - scale_bits. Half of that headroom is split between up to
+MAX_BANKS banks, so each bank's slots must satisfy |w * u| / C <= 2^(h - 11). The public weight
+scale C = 2^max(0, 35 - h) lets a bank of MAX_WEIGHT (2^20, ~1e6) samples send values up to MAX_ABS
+(16) in magnitude; `client_protect` checks the actual bound, so a round of up to MAX_BANKS banks
+cannot overflow. C cancels in the mean, and it is the same for every bank because it is derived
+from the shared parameters. The price is an absolute error of about 2^(noise + 37 - data_bits) /
+total_weight on the mean (noise ~ 2^10), which is why the data prime is as large as the upload
+budget allows (benchmarks/ckks_params.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tenseal as ts
+
+from fedfraud.errors import ConfigError, PayloadError
+from secure_agg import keys as ckks_keys
+from secure_agg.base import Aggregate, Payload, Role, check_weight, flatten, register, unflatten
+
+NAME = "ckks"
+MAX_BANKS = 1024
+MAX_WEIGHT_BITS = 20  # sample counts up to ~1e6
+MAX_ABS_BITS = 4  # update values up to 16 in magnitude at MAX_WEIGHT
+_BANKS_BITS = MAX_BANKS.bit_length() - 1
+# TenSEAL/SEAL framing around the raw ciphertext (measured ~140 bytes) plus zstd's worst case.
+_CHUNK_OVERHEAD = 4096
+
+
+class CKKSAggregator:
+    """CKKS secure aggregation; role 'client' holds the secret context, 'server' a public one."""
+
+    name = NAME
+
+    def __init__(self, role: Role, keys: ckks_keys.CKKSKeys, num_params: int | None = None):
+        if role == "server" and keys.context.is_private():
+            raise ConfigError(
+                "refusing to run the CKKS operator with a context that holds the secret key: "
+                f"give the operator only {ckks_keys.PUBLIC_FILE}"
+            )
+        if role == "client" and not keys.context.is_private():
+            raise ConfigError(
+                f"a bank needs the secret context ({ckks_keys.SECRET_FILE}) to encrypt and decrypt"
+            )
+        self.role = role
+        self.keys = keys
+        self.layout = ckks_keys.layout(keys.context)
+        self.expected_size = None if num_params is None else int(num_params) + 1
+        h = self.layout.headroom_bits
+        # Each bank's slots stay below 2^bank_bits, so MAX_BANKS of them use half the headroom.
+        self.bank_bits = h - 1 - _BANKS_BITS
+        # Never scale up: with ample headroom (several data primes) C = 1 is already exact.
+        self.weight_scale_bits = max(0, MAX_WEIGHT_BITS + MAX_ABS_BITS - self.bank_bits)
+        self.max_chunk_bytes = 2 * self.layout.poly_modulus * self.layout.data_primes * 8
+        self.max_chunk_bytes += _CHUNK_OVERHEAD
+
+    @property
+    def weight_scale(self) -> float:
+        """The public constant C that weighted values are divided by (a power of two)."""
+        return math.ldexp(1.0, self.weight_scale_bits)
+
+    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+        ctx = self._secret_context("protect")
+        w = check_weight(weight)
+        vector = np.append(flatten(update) * w, w)
+        vector = np.ldexp(vector, -self.weight_scale_bits)  # exact: C is a power of two
+        if not np.all(np.isfinite(vector)):
+            raise PayloadError("update holds NaN or infinite values; refusing to encrypt it")
+        peak = float(np.max(np.abs(vector)))
+        if peak > math.ldexp(1.0, self.bank_bits):
+            limit = math.ldexp(1.0, self.bank_bits + self.weight_scale_bits)
+            raise PayloadError(
+                f"weight x update reaches {peak * self.weight_scale:.3g}, above the {limit:.3g} "
+                f"this bank may add without risking CKKS overflow for {MAX_BANKS} banks; clip "
+                "the update (e.g. DP clipping) or use ckks-scale-bits lower by a few bits"
+            )
+        slots = self.layout.slots
+        chunks = tuple(
+            ts.ckks_vector(ctx, vector[i : i + slots]).serialize()
+            for i in range(0, vector.size, slots)
+        )
+        meta = {"fingerprint": self.keys.fingerprint, "size": int(vector.size), "round": round}
+        return Payload(NAME, chunks, meta)
+
+    def server_aggregate(self, payloads: Mapping[str, Payload]) -> Aggregate:
+        rejected: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        for bank, payload in sorted(payloads.items()):
+            try:
+                sizes[bank] = self._check_header(payload)
+            except PayloadError as exc:
+                rejected[bank] = str(exc)
+        expected = self.expected_size
+        if expected is None and sizes:
+            # The size most banks agree on (first in bank order on a tie), so one odd payload
+            # cannot make the honest ones look wrong.
+            expected = Counter(sizes.values()).most_common(1)[0][0]
+        total: list[ts.CKKSVector] | None = None
+        included: list[str] = []
+        for bank, size in sizes.items():
+            try:
+                if size != expected:
+                    raise PayloadError(f"update has {size - 1} parameters, expected {expected - 1}")
+                if len(included) >= MAX_BANKS:
+                    raise PayloadError(
+                        f"round already holds {MAX_BANKS} banks, the most the CKKS headroom allows"
+                    )
+                vectors = self._load(payloads[bank], size, self.keys.context)
+                total = vectors if total is None else _add(total, vectors)
+            except PayloadError as exc:
+                rejected[bank] = str(exc)
+                continue
+            included.append(bank)
+        if total is None:
+            raise PayloadError(
+                "no valid payloads to aggregate: "
+                + "; ".join(f"{b}: {r}" for b, r in sorted(rejected.items()))
+            )
+        meta = {"fingerprint": self.keys.fingerprint, "size": expected, "count": len(included)}
+        out = Payload(NAME, tuple(v.serialize() for v in total), meta)
+        return Aggregate(out, tuple(included), rejected)
+
+    def client_reveal(
+        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+    ) -> list[np.ndarray]:
+        ctx = self._secret_context("reveal")
+        size = self._check_header(aggregate)
+        count = aggregate.meta.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_BANKS:
+            raise PayloadError(f"aggregate declares {count!r} banks, expected 1 to {MAX_BANKS}")
+        vectors = self._load(aggregate, size, ctx)
+        vector = np.concatenate([np.asarray(v.decrypt(), dtype=np.float64) for v in vectors])
+        # Each bank's slots were below 2^bank_bits; anything beyond means the aggregate was
+        # tampered with or decrypted under the wrong key (which yields values near 2^h).
+        bound = count * math.ldexp(1.0, self.bank_bits) * (1 + 1e-6) + 1e-3
+        total_weight = vector[-1]
+        if not np.all(np.isfinite(vector)) or np.max(np.abs(vector)) > bound:
+            raise PayloadError(
+                "aggregate decrypts to values outside what the banks could have sent: it was "
+                "tampered with or made under other keys"
+            )
+        if not total_weight > 0:
+            raise PayloadError("aggregate carries no positive total weight (tampered?)")
+        return unflatten(vector[:-1] / total_weight, shapes)
+
+    def _secret_context(self, what: str) -> ts.Context:
+        if not self.keys.context.is_private():
+            raise ConfigError(f"only banks can {what} CKKS updates: this context has no secret key")
+        return self.keys.context
+
+    def _check_header(self, payload: Payload) -> int:
+        if payload.backend != NAME:
+            raise PayloadError(f"payload made by backend '{payload.backend}', expected '{NAME}'")
+        fp = payload.meta.get("fingerprint")
+        if fp != self.keys.fingerprint:
+            raise PayloadError(
+                f"payload made under other CKKS keys (fingerprint {str(fp)[:12]}..., "
+                f"expected {self.keys.fingerprint[:12]}...)"
+            )
+        size = payload.meta.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+            raise PayloadError(f"payload declares an invalid vector size {size!r}")
+        return size
+
+    def _load(self, payload: Payload, size: int, ctx: ts.Context) -> list[ts.CKKSVector]:
+        """Deserialize and check every ciphertext of a payload declaring `size` values."""
+        slots = self.layout.slots
+        n = -(-size // slots)
+        if len(payload.chunks) != n:
+            raise PayloadError(
+                f"payload has {len(payload.chunks)} ciphertexts, expected {n} for {size} values"
+            )
+        first_parms = ctx.seal_context().data.first_parms_id()
+        vectors = []
+        for i, chunk in enumerate(payload.chunks):
+            if len(chunk) > self.max_chunk_bytes:
+                raise PayloadError(
+                    f"ciphertext {i} is {len(chunk)} bytes, above the {self.max_chunk_bytes} "
+                    "a fresh ciphertext can take under these parameters"
+                )
+            try:
+                vec = ts.ckks_vector_from(ctx, chunk)
+                cts = vec.ciphertext()
+            except (ValueError, RuntimeError, TypeError) as exc:
+                raise PayloadError(
+                    f"ciphertext {i} does not deserialize (tampered?): {exc}"
+                ) from exc
+            want = min(slots, size - i * slots)
+            if vec.size() != want:
+                raise PayloadError(f"ciphertext {i} holds {vec.size()} values, expected {want}")
+            if (
+                len(cts) != 1
+                or cts[0].size() != 2
+                or cts[0].parms_id() != first_parms
+                or cts[0].scale != ctx.global_scale
+                or cts[0].is_transparent()
+            ):
+                raise PayloadError(
+                    f"ciphertext {i} is not a fresh encryption under these parameters "
+                    "(wrong level, scale or size)"
+                )
+            vectors.append(vec)
+        return vectors
+
+
+def _add(total: list[ts.CKKSVector], vectors: list[ts.CKKSVector]) -> list[ts.CKKSVector]:
+    # Not in place: if one ciphertext fails, the running total stays untouched.
+    try:
+        return [t + v for t, v in zip(total, vectors, strict=True)]
+    except (ValueError, RuntimeError) as exc:
+        raise PayloadError(f"ciphertexts cannot be added to the others: {exc}") from exc
+
+
+@register(NAME)
+def _factory(role: Role, options: Mapping[str, Any]) -> CKKSAggregator:
+    keys = ckks_keys.keys_for_role(role, options)
+    num_params = options.get("ckks-num-params")
+    if num_params is not None:
+        try:
+            num_params = int(num_params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"ckks-num-params must be an integer, got {num_params!r}") from exc
+    return CKKSAggregator(role, keys, num_params)
