@@ -71,6 +71,11 @@ class CKKSAggregator:
         """The public constant C that weighted values are divided by (a power of two)."""
         return math.ldexp(1.0, self.weight_scale_bits)
 
+    @property
+    def max_weighted_value(self) -> float:
+        """The largest |weight x value| a bank may send (2^24 whatever the parameters)."""
+        return math.ldexp(1.0, self.bank_bits + self.weight_scale_bits)
+
     def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
         ctx = self._secret_context("protect")
         w = check_weight(weight)
@@ -80,11 +85,11 @@ class CKKSAggregator:
             raise PayloadError("update holds NaN or infinite values; refusing to encrypt it")
         peak = float(np.max(np.abs(vector)))
         if peak > math.ldexp(1.0, self.bank_bits):
-            limit = math.ldexp(1.0, self.bank_bits + self.weight_scale_bits)
             raise PayloadError(
-                f"weight x update reaches {peak * self.weight_scale:.3g}, above the {limit:.3g} "
-                f"this bank may add without risking CKKS overflow for {MAX_BANKS} banks; clip "
-                "the update (e.g. DP clipping) or use ckks-scale-bits lower by a few bits"
+                f"weight x value reaches {peak * self.weight_scale:.3g}, above the "
+                f"{self.max_weighted_value:.3g} one bank may add without risking CKKS overflow "
+                f"for {MAX_BANKS} banks; clip the update, or divide every bank's weight by the "
+                "same constant (the weighted mean does not change)"
             )
         slots = self.layout.slots
         chunks = tuple(

@@ -118,6 +118,8 @@ def test_max_banks_at_the_bound_do_not_overflow(bank, operator):
 def test_update_beyond_the_headroom_is_refused_at_the_bank(bank):
     with pytest.raises(PayloadError, match="clip the update"):
         bank.client_protect([np.full(10, 1_000.0)], 1_000_000, 1)
+    assert bank.max_weighted_value == 2.0**24
+    bank.client_protect([np.full(10, 16.0)], 2.0**20, 1)  # exactly at the bound is fine
     with pytest.raises(PayloadError, match="NaN"):
         bank.client_protect([np.array([np.nan, 1.0])], 10, 1)
 
