@@ -73,7 +73,7 @@ class CKKSAggregator:
 
     @property
     def max_weighted_value(self) -> float:
-        """The largest |weight x value| a bank may send (2^24 whatever the parameters)."""
+        """The largest |weight x value| one bank may send (2^24 unless the headroom allows more)."""
         return math.ldexp(1.0, self.bank_bits + self.weight_scale_bits)
 
     def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:

@@ -47,6 +47,11 @@ MAX_MODULUS_BITS_128 = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
 MIN_SCALE_BITS = 20  # below this the fresh-encryption noise (~2^9 / scale) exceeds 1e-3
 MIN_HEADROOM_BITS = 12  # values above the scale: see CKKSParams.headroom_bits
 
+# TenSEAL's thread pool only parallelises tensor operations; encrypting, adding and decrypting
+# ckks_vectors gained nothing from 2 threads (benchmarks/ckks_params.py), and simulated banks
+# share the cores, so each context gets one thread.
+N_THREADS = 1
+
 Kind = Literal["secret", "public"]
 
 
@@ -168,19 +173,20 @@ def generate_keys(params: CKKSParams | None = None) -> CKKSKeys:
             poly_modulus_degree=params.poly_modulus,
             coeff_mod_bit_sizes=list(params.coeff_mod_bits),
             encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC,
+            n_threads=N_THREADS,
         )
     except (ValueError, RuntimeError) as exc:  # e.g. no NTT-friendly prime of that size
         raise ConfigError(f"TenSEAL rejects CKKS parameters {params.to_dict()}: {exc}") from exc
     ctx.global_scale = float(2**params.scale_bits)
     # TenSEAL makes relinearization keys on creation; aggregation is additions only, so drop them.
-    ctx = ts.context_from(_serialize(ctx, secret=True))
+    ctx = ts.context_from(_serialize(ctx, secret=True), n_threads=N_THREADS)
     key_id = secrets.token_hex(16)
     return CKKSKeys(ctx, params, key_id, fingerprint(ctx, key_id))
 
 
 def public_keys(keys: CKKSKeys) -> CKKSKeys:
     """The operator's view of a key set: same parameters and identity, no key material."""
-    ctx = ts.context_from(_serialize(keys.context, secret=False))
+    ctx = ts.context_from(_serialize(keys.context, secret=False), n_threads=N_THREADS)
     return CKKSKeys(ctx, keys.params, keys.key_id, keys.fingerprint)
 
 
@@ -259,7 +265,7 @@ def _load(path: Path) -> tuple[CKKSKeys, Kind]:
         params = CKKSParams(**header["params"])
         key_id = str(header["key_id"])
         bytes.fromhex(key_id)
-        ctx = ts.context_from(blob[start + hlen :])
+        ctx = ts.context_from(blob[start + hlen :], n_threads=N_THREADS)
     except ConfigError:
         raise
     except (struct.error, ValueError, KeyError, TypeError, RuntimeError) as exc:
