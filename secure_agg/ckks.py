@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,7 +229,13 @@ def _add(total: list[ts.CKKSVector], vectors: list[ts.CKKSVector]) -> list[ts.CK
         raise PayloadError(f"ciphertexts cannot be added to the others: {exc}") from exc
 
 
-@register(NAME)
+def provision(directory: Path, num_banks: int) -> dict[str, Any]:
+    """Simulation keys in `directory`: banks read the secret file, the operator the public one."""
+    paths = ckks_keys.init_keys(Path(directory) / "ckks")
+    return {"keys-dir": str(paths.secret.parent)}
+
+
+@register(NAME, provision)
 def _factory(role: Role, options: Mapping[str, Any]) -> CKKSAggregator:
     keys = ckks_keys.keys_for_role(role, options)
     num_params = options.get("ckks-num-params")

@@ -252,3 +252,11 @@ def test_reveal_of_a_tampered_aggregate_fails(bank, operator, payloads):
             bank.client_reveal(case, SHAPES)
     with pytest.raises(PayloadError, match="model has"):
         bank.client_reveal(agg, [(10,)])
+
+
+def test_simulation_provisioning_points_both_roles_at_one_key_set(tmp_path):
+    options = secure_agg.base.provision("ckks", tmp_path, num_banks=3)
+    bank = secure_agg.get("ckks", "client", options)
+    operator = secure_agg.get("ckks", "server", options)
+    assert bank.keys.fingerprint == operator.keys.fingerprint
+    assert not operator.keys.context.is_private()
