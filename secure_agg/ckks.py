@@ -232,7 +232,12 @@ def _add(total: list[ts.CKKSVector], vectors: list[ts.CKKSVector]) -> list[ts.CK
 def provision(directory: Path, num_banks: int) -> dict[str, Any]:
     """Simulation keys in `directory`: banks read the secret file, the operator the public one."""
     paths = ckks_keys.init_keys(Path(directory) / "ckks")
-    return {"keys-dir": str(paths.secret.parent)}
+    # Explicit paths too: they win over a generic (possibly empty) keys-dir in the run config.
+    return {
+        "keys-dir": str(paths.secret.parent),
+        "ckks-secret-context": str(paths.secret),
+        "ckks-public-context": str(paths.public),
+    }
 
 
 @register(NAME, provision)

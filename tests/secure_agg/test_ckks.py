@@ -255,7 +255,7 @@ def test_reveal_of_a_tampered_aggregate_fails(bank, operator, payloads):
 
 
 def test_simulation_provisioning_points_both_roles_at_one_key_set(tmp_path):
-    options = secure_agg.base.provision("ckks", tmp_path, num_banks=3)
+    options = {**secure_agg.base.provision("ckks", tmp_path, num_banks=3), "keys-dir": ""}
     bank = secure_agg.get("ckks", "client", options)
     operator = secure_agg.get("ckks", "server", options)
     assert bank.keys.fingerprint == operator.keys.fingerprint
