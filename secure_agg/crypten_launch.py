@@ -11,6 +11,7 @@ end when their stdin closes, so they never outlive the operator process.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from pathlib import Path
 from fedfraud.errors import PayloadError
 from secure_agg.base import Payload
 from secure_agg.crypten_committee import Committee
+
+log = logging.getLogger("fedfraud.secure_agg.crypten")
+_warned = False
 
 
 class LocalCommittee:
@@ -64,6 +68,13 @@ class LocalCommittee:
         self._procs, self._work, self._finalizer = [], None, None
 
     def _start(self) -> None:
+        global _warned
+        if not _warned:
+            _warned = True
+            log.warning(
+                "CrypTen compute parties run on the operator's machine, which can read their "
+                "keys: right for simulations, not a privacy boundary (see docs/mpc.md)"
+            )
         self._work = tempfile.TemporaryDirectory(prefix="fedfraud-crypten-")
         work = Path(self._work.name)
         env = _party_env(work, self.committee.size)
@@ -81,13 +92,13 @@ class LocalCommittee:
                 "--job-timeout",
                 str(self.timeout_s),
             ]
-            with open(work / f"party-{k}.log", "wb") as log:
+            with open(work / f"party-{k}.log", "wb") as logfile:
                 self._procs.append(
                     subprocess.Popen(
                         cmd,
                         env={**env, "RANK": str(k)},
                         stdin=subprocess.PIPE,
-                        stdout=log,
+                        stdout=logfile,
                         stderr=subprocess.STDOUT,
                     )
                 )

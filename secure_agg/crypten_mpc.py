@@ -54,7 +54,7 @@ MAX_CONTRIBUTIONS = 2 ** (63 - _VALUE_BITS)
 class CryptenSettings:
     """The backend's options (run-config / node-config keys in brackets)."""
 
-    parties_dir: Path  # [crypten-parties-dir] folder with parties.json (+ party keys)
+    parties_dir: Path  # [crypten-parties-dir, else keys-dir] has parties.json (+ party keys)
     parties: int | None = None  # [crypten-parties] K; if set, parties.json must list K parties
     precision: int = DEFAULT_PRECISION  # [crypten-precision] fixed-point fractional bits
     timeout_s: float = DEFAULT_TIMEOUT_S  # [crypten-timeout] seconds the committee may take
@@ -69,11 +69,13 @@ class CryptenSettings:
             except (TypeError, ValueError):
                 raise ConfigError(f"{key} must be a number, got {value!r}") from None
 
-        directory = options.get("crypten-parties-dir")
+        # Like the ckks key files: an explicit option first, then the run's generic keys-dir.
+        directory = options.get("crypten-parties-dir") or options.get("keys-dir")
         if not directory:
             raise ConfigError(
-                "the 'crypten' backend needs crypten-parties-dir (the committee folder with "
-                "parties.json); create one with secure_agg.crypten_mpc.init_parties(DIR, 3)"
+                "the 'crypten' backend needs crypten-parties-dir (or keys-dir): the folder with "
+                "the committee's parties.json; create one with "
+                "secure_agg.crypten_mpc.init_parties(DIR, 3)"
             )
         settings = cls(
             parties_dir=Path(str(directory)),

@@ -330,6 +330,9 @@ def test_provision_gives_options_both_roles_accept(tmp_path):
     client = secure_agg.get("crypten", "client", options)
     server = secure_agg.get("crypten", "server", options)
     assert client.committee == server.committee
+    # The run's generic keys-dir works too (what `flwr run --run-config` can set).
+    by_keys_dir = {"keys-dir": options["crypten-parties-dir"]}
+    assert secure_agg.get("crypten", "client", by_keys_dir).committee == client.committee
 
 
 def test_other_backends_work_without_importing_or_even_having_crypten():
