@@ -1,8 +1,11 @@
 """'ckks': banks encrypt under a shared CKKS secret key (TenSEAL); the operator only adds.
 
-A bank packs `[weight * update..., weight] / C` into ceil(P / slots) ciphertexts. The
-operator, holding a public context without any key material, adds them slot-wise; the banks
-decrypt the sum and divide by the decrypted total weight. The operator never sees an update, a
+A bank packs `[weight * update..., weight, ..., weight] / C` into ceil(P / slots) ciphertexts:
+the weight fills the free slots of the last ciphertext (at least MIN_WEIGHT_COPIES of them), and
+the banks average those copies after decryption, which divides the noise on the total weight, the
+one number every value of the mean is divided by. The operator, holding a public context without
+any key material, adds ciphertexts slot-wise; the banks decrypt the sum and divide by the total
+weight. The operator never sees an update, a
 weight or even the aggregate. See docs/threat-model.md for who learns what.
 
 Magnitudes. Fresh ciphertexts are never rescaled, so a slot decrypts correctly while its value
@@ -35,6 +38,7 @@ NAME = "ckks"
 MAX_BANKS = 1024
 MAX_WEIGHT_BITS = 20  # sample counts up to ~1e6
 MAX_ABS_BITS = 4  # update values up to 16 in magnitude at MAX_WEIGHT
+MIN_WEIGHT_COPIES = 64  # averaging 64 copies cuts the total weight's noise ~8x
 _BANKS_BITS = MAX_BANKS.bit_length() - 1
 # TenSEAL/SEAL framing around the raw ciphertext (measured ~140 bytes) plus zstd's worst case.
 _CHUNK_OVERHEAD = 4096
@@ -58,7 +62,7 @@ class CKKSAggregator:
         self.role = role
         self.keys = keys
         self.layout = ckks_keys.layout(keys.context)
-        self.expected_size = None if num_params is None else int(num_params) + 1
+        self.num_params = num_params
         h = self.layout.headroom_bits
         # Each bank's slots stay below 2^bank_bits, so MAX_BANKS of them use half the headroom.
         self.bank_bits = h - 1 - _BANKS_BITS
@@ -80,7 +84,11 @@ class CKKSAggregator:
     def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
         ctx = self._secret_context("protect")
         w = check_weight(weight)
-        vector = np.append(flatten(update) * w, w)
+        flat = flatten(update)
+        if flat.size == 0:
+            raise PayloadError("update holds no values")
+        vector = np.full(self.vector_size(flat.size), w)
+        vector[: flat.size] = flat * w
         vector = np.ldexp(vector, -self.weight_scale_bits)  # exact: C is a power of two
         if not np.all(np.isfinite(vector)):
             raise PayloadError("update holds NaN or infinite values; refusing to encrypt it")
@@ -97,18 +105,26 @@ class CKKSAggregator:
             ts.ckks_vector(ctx, vector[i : i + slots]).serialize()
             for i in range(0, vector.size, slots)
         )
-        meta = {"fingerprint": self.keys.fingerprint, "size": int(vector.size), "round": round}
+        meta = {"fingerprint": self.keys.fingerprint, "params": int(flat.size), "round": round}
         return Payload(NAME, chunks, meta)
+
+    def vector_size(self, num_params: int) -> int:
+        """Slots a protected update of `num_params` values uses: a whole number of ciphertexts."""
+        slots = self.layout.slots
+        copies = slots - num_params % slots
+        if copies < MIN_WEIGHT_COPIES:
+            copies += slots
+        return num_params + copies
 
     def server_aggregate(self, payloads: Mapping[str, Payload]) -> Aggregate:
         rejected: dict[str, str] = {}
-        sizes: dict[str, int] = {}
+        sizes: dict[str, int] = {}  # number of parameters each valid header declares
         for bank, payload in sorted(payloads.items()):
             try:
                 sizes[bank] = self._check_header(payload)
             except PayloadError as exc:
                 rejected[bank] = str(exc)
-        expected = self.expected_size
+        expected = self.num_params
         if expected is None and sizes:
             # The size most banks agree on (first in bank order on a tie), so one odd payload
             # cannot make the honest ones look wrong.
@@ -118,7 +134,7 @@ class CKKSAggregator:
         for bank, size in sizes.items():
             try:
                 if size != expected:
-                    raise PayloadError(f"update has {size - 1} parameters, expected {expected - 1}")
+                    raise PayloadError(f"update has {size} parameters, expected {expected}")
                 if len(included) >= MAX_BANKS:
                     raise PayloadError(
                         f"round already holds {MAX_BANKS} banks, the most the CKKS headroom allows"
@@ -134,7 +150,7 @@ class CKKSAggregator:
                 "no valid payloads to aggregate: "
                 + "; ".join(f"{b}: {r}" for b, r in sorted(rejected.items()))
             )
-        meta = {"fingerprint": self.keys.fingerprint, "size": expected, "count": len(included)}
+        meta = {"fingerprint": self.keys.fingerprint, "params": expected, "count": len(included)}
         out = Payload(NAME, tuple(v.serialize() for v in total), meta)
         return Aggregate(out, tuple(included), rejected)
 
@@ -143,6 +159,11 @@ class CKKSAggregator:
     ) -> list[np.ndarray]:
         ctx = self._secret_context("reveal")
         size = self._check_header(aggregate)
+        num_params = sum(int(np.prod(s)) for s in shapes)
+        if size != num_params:
+            raise PayloadError(
+                f"aggregate holds {size} values but the model has {num_params} parameters"
+            )
         count = aggregate.meta.get("count")
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_BANKS:
             raise PayloadError(f"aggregate declares {count!r} banks, expected 1 to {MAX_BANKS}")
@@ -151,15 +172,22 @@ class CKKSAggregator:
         # Each bank's slots were below 2^bank_bits; anything beyond means the aggregate was
         # tampered with or decrypted under the wrong key (which yields values near 2^h).
         bound = count * math.ldexp(1.0, self.bank_bits) * (1 + 1e-6) + 1e-3
-        total_weight = vector[-1]
+        copies = vector[size:]
+        total_weight = float(np.mean(copies))
+        # Copies differ only by encryption noise (~count x 2^-26 of the scale): allow 64x that.
+        spread_tol = count * math.ldexp(1.0, 16 - self.layout.scale_bits)
         if not np.all(np.isfinite(vector)) or np.max(np.abs(vector)) > bound:
             raise PayloadError(
                 "aggregate decrypts to values outside what the banks could have sent: it was "
                 "tampered with or made under other keys"
             )
+        if np.max(np.abs(copies - total_weight)) > spread_tol:
+            raise PayloadError(
+                "aggregate's copies of the total weight disagree: it was tampered with"
+            )
         if not total_weight > 0:
             raise PayloadError("aggregate carries no positive total weight (tampered?)")
-        return unflatten(vector[:-1] / total_weight, shapes)
+        return unflatten(vector[:size] / total_weight, shapes)
 
     def _secret_context(self, what: str) -> ts.Context:
         if not self.keys.context.is_private():
@@ -175,18 +203,20 @@ class CKKSAggregator:
                 f"payload made under other CKKS keys (fingerprint {str(fp)[:12]}..., "
                 f"expected {self.keys.fingerprint[:12]}...)"
             )
-        size = payload.meta.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 2:
-            raise PayloadError(f"payload declares an invalid vector size {size!r}")
+        size = payload.meta.get("params")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise PayloadError(f"payload declares an invalid number of parameters {size!r}")
         return size
 
-    def _load(self, payload: Payload, size: int, ctx: ts.Context) -> list[ts.CKKSVector]:
-        """Deserialize and check every ciphertext of a payload declaring `size` values."""
+    def _load(self, payload: Payload, num_params: int, ctx: ts.Context) -> list[ts.CKKSVector]:
+        """Deserialize and check every ciphertext of a payload declaring `num_params` values."""
         slots = self.layout.slots
-        n = -(-size // slots)
+        size = self.vector_size(num_params)
+        n = size // slots
         if len(payload.chunks) != n:
             raise PayloadError(
-                f"payload has {len(payload.chunks)} ciphertexts, expected {n} for {size} values"
+                f"payload has {len(payload.chunks)} ciphertexts, expected {n} for "
+                f"{num_params} parameters"
             )
         first_parms = ctx.seal_context().data.first_parms_id()
         vectors = []
@@ -203,9 +233,8 @@ class CKKSAggregator:
                 raise PayloadError(
                     f"ciphertext {i} does not deserialize (tampered?): {exc}"
                 ) from exc
-            want = min(slots, size - i * slots)
-            if vec.size() != want:
-                raise PayloadError(f"ciphertext {i} holds {vec.size()} values, expected {want}")
+            if vec.size() != slots:
+                raise PayloadError(f"ciphertext {i} holds {vec.size()} values, expected {slots}")
             if (
                 len(cts) != 1
                 or cts[0].size() != 2

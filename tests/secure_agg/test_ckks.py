@@ -82,9 +82,10 @@ def test_payload_survives_flower_record_and_file_round_trips(bank, operator, pay
     assert max_diff(mean, direct) <= TOL
 
 
-def test_whole_update_is_packed_into_few_ciphertexts(payloads):
-    slots = 4096 // 2
-    assert all(len(p.chunks) == -(-(NUM_PARAMS + 1) // slots) for p in payloads.values())
+def test_whole_update_is_packed_into_few_ciphertexts(bank, payloads):
+    # 50,050 values + the weight in the 1,150 free slots: ceil(50,051 / 2,048) = 25 ciphertexts.
+    assert all(len(p.chunks) == 25 for p in payloads.values())
+    assert bank.vector_size(2048 * 3 - 10) == 2048 * 4  # at least 64 copies of the weight
 
 
 def test_upload_is_at_most_8x_fp32(payloads):
@@ -93,7 +94,7 @@ def test_upload_is_at_most_8x_fp32(payloads):
 
 def test_payload_metadata_reveals_no_weight(payloads):
     for bank_id, payload in payloads.items():
-        assert set(payload.meta) == {"fingerprint", "size", "round"}
+        assert set(payload.meta) == {"fingerprint", "params", "round"}
         assert WEIGHTS[bank_id] not in payload.meta.values()
 
 
@@ -163,6 +164,7 @@ def _bad_payloads(good: Payload, other_bank, updates, bank) -> list[tuple[str, s
     """(case, expected reason, payload) for every way a payload can be wrong."""
     small = bank.client_protect([a[:10] for a in updates["bank-00"]], 1.0, 3)
     last = len(good.chunks) - 1
+    short = ts.ckks_vector(bank.keys.context, [1.0] * 10).serialize()
     return [
         ("wrong backend", "made by backend 'none'", dataclasses.replace(good, backend="none")),
         (
@@ -186,10 +188,10 @@ def _bad_payloads(good: Payload, other_bank, updates, bank) -> list[tuple[str, s
         ("oversized ciphertext", "above the", _replace(good, 1, good.chunks[1] + b"\0" * 70_000)),
         (
             "malformed size",
-            "invalid vector size",
-            dataclasses.replace(good, meta={**good.meta, "size": "many"}),
+            "invalid number of parameters",
+            dataclasses.replace(good, meta={**good.meta, "params": "many"}),
         ),
-        ("swapped ciphertext", "holds 2048 values, expected", _replace(good, last, good.chunks[0])),
+        ("short ciphertext", "holds 10 values, expected 2048", _replace(good, last, short)),
     ]
 
 
@@ -238,17 +240,19 @@ def test_reveal_with_other_keys_fails_clearly(other_bank, operator, payloads):
 
 def test_reveal_of_a_tampered_aggregate_fails(bank, operator, payloads):
     agg = operator.server_aggregate(payloads).payload
-    cases = [
-        _replace(agg, 2, agg.chunks[2][:-1]),
-        dataclasses.replace(agg, chunks=agg.chunks[1:]),
-        dataclasses.replace(agg, meta={**agg.meta, "count": 0}),
-        dataclasses.replace(agg, meta={**agg.meta, "size": agg.meta["size"] - 1}),
-    ]
+    last = len(agg.chunks) - 1
     # The operator negating the sum: valid ciphertexts, impossible (negative) total weight.
     negated = [ts.ckks_vector_from(operator.keys.context, c).neg().serialize() for c in agg.chunks]
-    cases.append(dataclasses.replace(agg, chunks=tuple(negated)))
-    for case in cases:
-        with pytest.raises(PayloadError):
+    cases = [
+        ("does not deserialize", _replace(agg, 2, agg.chunks[2][:-1])),
+        ("ciphertexts, expected", dataclasses.replace(agg, chunks=agg.chunks[1:])),
+        ("declares 0 banks", dataclasses.replace(agg, meta={**agg.meta, "count": 0})),
+        ("model has", dataclasses.replace(agg, meta={**agg.meta, "params": NUM_PARAMS - 1})),
+        ("copies of the total weight disagree", _replace(agg, last, agg.chunks[0])),
+        ("no positive total weight", dataclasses.replace(agg, chunks=tuple(negated))),
+    ]
+    for reason, case in cases:
+        with pytest.raises(PayloadError, match=reason):
             bank.client_reveal(case, SHAPES)
     with pytest.raises(PayloadError, match="model has"):
         bank.client_reveal(agg, [(10,)])
