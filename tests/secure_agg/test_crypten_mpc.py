@@ -257,6 +257,21 @@ def test_fewer_valid_banks_than_min_banks_are_never_revealed(committee_dir, star
     assert not started
 
 
+@pytest.mark.e2e
+def test_parties_refuse_a_sum_that_tampering_leaves_below_min_banks(committee_dir, started):
+    client, server = _backends(committee_dir, **{"crypten-min-banks": 2})
+    payloads = {f"b{i}": client.client_protect(u, 1.0, 1) for i, u in enumerate(_updates(11, 2))}
+    bad = payloads["b1"]
+    payloads["b1"] = Payload(
+        bad.backend, (bad.chunks[0], bad.chunks[1][::-1], *bad.chunks[2:]), bad.meta
+    )
+    # The operator's checks pass (right sizes); only party 1 sees the bad share, and the
+    # parties, not the operator, enforce the minimum: b0's update alone is never revealed.
+    with pytest.raises(PayloadError, match="fewer than 2 banks"):
+        server.server_aggregate(payloads)
+    assert all(p.poll() is not None for p in started)
+
+
 def test_bad_options_raise_config_error_naming_the_fix(committee_dir, tmp_path):
     def get(**options):
         return secure_agg.get("crypten", "server", options)
