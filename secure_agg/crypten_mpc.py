@@ -115,8 +115,8 @@ def encode(vector: np.ndarray, precision: int) -> np.ndarray:
     if not np.all(np.isfinite(vector)):
         raise PayloadError("update holds NaN or infinite values")
     scaled = np.asarray(vector, dtype=np.float64) * float(2**precision)
-    largest = float(np.max(np.abs(scaled))) / 2**precision if scaled.size else 0.0
-    if largest * 2**precision >= 2.0**_VALUE_BITS:
+    if scaled.size and float(np.max(np.abs(scaled))) >= 2.0**_VALUE_BITS:
+        largest = float(np.max(np.abs(vector)))
         fits = max(0, int(np.ceil(_VALUE_BITS - np.log2(largest))) - 1)
         raise PayloadError(
             f"weighted update too large for crypten-precision={precision}: |weight*value| "

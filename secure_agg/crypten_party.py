@@ -156,7 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     party = None
     try:
         party = Party(load_committee(args.parties_dir), args.party)
+        # Watchdog: never wait for missing peers longer than the operator would.
+        signal.alarm(max(1, math.ceil(args.job_timeout)))
         party.join()
+        signal.alarm(0)
         for line in sys.stdin:
             job_file, result_file = line.rstrip("\n").split("\t")
             # Watchdog: a job that hangs (a peer vanished mid-sum) ends this process.
