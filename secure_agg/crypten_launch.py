@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,9 @@ class LocalCommittee:
         if error.exists():
             return error.read_text(errors="replace")
         lines = (work / f"party-{k}.log").read_text(errors="replace").strip().splitlines()
-        return (lines[-1] if lines else "no output") + f" (exit code {code})"
+        # SIGALRM: the party's own crypten-timeout watchdog; SIGKILL: e.g. out of memory.
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return (lines[-1] + f" ({how})") if lines else how
 
 
 def _party_env(work: Path, world_size: int) -> dict[str, str]:
