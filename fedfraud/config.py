@@ -15,6 +15,9 @@ MODELS = ("mlp", "gnn")
 GNN_CONVS = ("sage", "gcn")
 DATA_FORMATS = ("synthetic", "csv", "parquet", "paysim", "ulb", "banks")
 PARTITIONS = ("iid", "dirichlet")
+# What DP protects (docs/privacy.md): "record" = Opacus DP-SGD in the bank (MLP only), "bank" =
+# clipped update + distributed Gaussian noise, "both", or "auto" (MLP: record, GNN: bank).
+DP_LEVELS = ("auto", "record", "bank", "both")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,10 @@ class RunConfig:
     secure_agg: str = "none"
     dp_epsilon: float = 0.0  # 0 disables differential privacy
     dp_delta: float = 1e-5
-    dp_clip: float = 1.0
+    dp_clip: float = 1.0  # L2 bound C on a bank's update (bank-level DP)
+    dp_grad_clip: float = 1.0  # per-example gradient bound of DP-SGD (record-level DP)
+    dp_level: str = "auto"
+    privacy_budget: float = 0.0  # per-bank ε budget across runs (0: none; node-config may tighten)
     min_banks: int = 2
     round_timeout: float = 600.0  # seconds to wait for banks in one round
     seed: int = 0
@@ -61,6 +67,14 @@ class RunConfig:
         _check(self.dp_epsilon >= 0, "dp-epsilon must be >= 0 (0 disables DP)")
         _check(0 < self.dp_delta < 1, "dp-delta must be in (0, 1)")
         _check(self.dp_clip > 0, "dp-clip must be positive")
+        _check(self.dp_grad_clip > 0, "dp-grad-clip must be positive")
+        _check(self.dp_level in DP_LEVELS, f"dp-level must be one of {', '.join(DP_LEVELS)}")
+        _check(
+            not (self.model == "gnn" and self.dp_level in ("record", "both")),
+            "dp-level record/both runs DP-SGD, which message passing breaks; use dp-level bank "
+            "(or auto) for the GNN (see docs/privacy.md)",
+        )
+        _check(self.privacy_budget >= 0, "privacy-budget must be >= 0 (0: no budget)")
         _check(self.min_banks >= 1, "min-banks must be at least 1")
         _check(self.round_timeout > 0, "round-timeout must be positive")
         _check(

@@ -17,3 +17,6 @@ BANK_ID = "bank-id"
 
 # Error code a bank uses for a user-fixable problem (bad data, budget exhausted, ...).
 BANK_ERROR_CODE = 4000
+# Error code of a bank that refuses to train because its privacy budget is spent: the operator
+# goes on without it (results.json privacy.halted_banks) while min-banks remain.
+BUDGET_ERROR_CODE = 4001

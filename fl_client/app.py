@@ -15,8 +15,9 @@ from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN
 from fedfraud.data.scaling import local_moments, moment_weight
-from fedfraud.errors import FedfraudError
+from fedfraud.errors import BudgetExceededError, FedfraudError
 from fedfraud.metrics import score_metrics
+from fedfraud.privacy import BankRound
 from fedfraud.train import (
     build_model,
     get_weights,
@@ -53,7 +54,9 @@ def _handler(fn: Callable[[Message, Context, RunConfig, BankNode], RecordDict]):
             return Message(content, reply_to=msg)
         except FedfraudError as exc:
             log.error("bank error: %s", exc)
-            return Message(Error(code=rm.BANK_ERROR_CODE, reason=str(exc)), reply_to=msg)
+            budget = isinstance(exc, BudgetExceededError)
+            code = rm.BUDGET_ERROR_CODE if budget else rm.BANK_ERROR_CODE
+            return Message(Error(code=code, reason=str(exc)), reply_to=msg)
 
     return wrapped
 
@@ -98,16 +101,25 @@ def train(msg: Message, context: Context, config: RunConfig, node: BankNode) -> 
     """Train locally from the global model and send the protected, weighted new model."""
     table, inputs, model, agg, reveal_s = _global_model(msg, context, config, node)
     rnd = int(msg.content[rm.CONFIG][rm.ROUND])
-    stats = train_local(model, inputs, config, seed=config.seed * 1000 + rnd)
+    # DP (if on): refuses here when the bank's privacy budget would be exceeded.
+    run_id = str(msg.metadata.run_id)
+    dp = BankRound.start(
+        config, context.node_config, node.data_path, node.bank_id, run_id, rnd, inputs.num(TRAIN)
+    )
+    global_weights = get_weights(model)
+    stats = train_local(
+        model, inputs, config, seed=config.seed * 1000 + rnd, privatizer=dp.privatizer
+    )
     start = time.perf_counter()
-    weights = get_weights(model)
-    payload = agg.client_protect(weights, float(inputs.num(TRAIN)), round=rnd)
+    weights, weight = dp.release(global_weights, get_weights(model), float(inputs.num(TRAIN)))
+    payload = agg.client_protect(weights, weight, round=rnd)
     metrics = {
         "num_values": float(sum(w.size for w in weights)),
         "train_s": stats.seconds,
         "protect_s": time.perf_counter() - start,
         "reveal_s": reveal_s,
         "train_loss": stats.loss,
+        **dp.metrics(),
     }
     return RecordDict(
         {rm.UPDATE: ConfigRecord(payload.to_record()), rm.METRICS: MetricRecord(metrics)}

@@ -20,6 +20,7 @@ from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError, PayloadError
 from fedfraud.metrics import METRICS, json_safe, weighted_mean
+from fedfraud.privacy.operator import privacy_summary, round_privacy
 from secure_agg import Payload, SecureAggregator
 
 log = logging.getLogger("fedfraud.server")
@@ -36,6 +37,7 @@ class Replies:
     payloads: dict[str, Payload] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    halted: dict[int, str] = field(default_factory=dict)  # node -> why its privacy budget is spent
 
     @property
     def num_results(self) -> int:
@@ -50,6 +52,8 @@ class RunState:
     global_model: Payload | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
+    # bank -> why it refused to train (privacy budget spent); it is not asked to train again
+    halted: dict[str, str] = field(default_factory=dict)
 
 
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -77,6 +81,8 @@ class Federation:
         self.state = RunState()
         # Backend options every bank needs too (e.g. where simulation keys live).
         self.shared_options = dict(shared_options or {})
+        self.node_banks: dict[int, str] = {}  # learned from replies; names halted banks
+        self.halted_nodes: set[int] = set()
 
     # -- messaging -------------------------------------------------------------------------
     def wait_for_banks(self) -> list[int]:
@@ -118,8 +124,11 @@ class Federation:
             answered.add(node)
             if reply.has_error():
                 replies.failures[f"node-{node}"] = reply.error.reason or f"error {reply.error.code}"
+                if reply.error.code == rm.BUDGET_ERROR_CODE:
+                    replies.halted[node] = replies.failures[f"node-{node}"]
                 continue
             bank = str(reply.content[rm.BANK][rm.BANK_ID])
+            self.node_banks[node] = bank
             replies.metrics[bank] = dict(reply.content.get(rm.METRICS, {}))
             if rm.UPDATE in reply.content:
                 try:
@@ -175,7 +184,9 @@ class Federation:
         extra = {rm.SCALER: self.state.scaler}
         if self.state.global_model is not None:
             extra[rm.GLOBAL] = self.state.global_model
-        replies = self.broadcast(nodes, "train", rnd, extra)
+        training = [n for n in nodes if n not in self.halted_nodes]
+        replies = self.broadcast(training, "train", rnd, extra)
+        self._halt(replies, rnd)
         agg, aggregate_s = self._aggregate(replies, f"round {rnd}")
         self.state.global_model = agg.payload
         wall_s = time.perf_counter() - t0
@@ -193,17 +204,29 @@ class Federation:
             "num_results": len(included),
             "num_failures": len(replies.failures),
             "failures": dict(replies.failures),
-            "epsilon": {
-                b: replies.metrics[b]["epsilon"]
-                for b in included
-                if "epsilon" in replies.metrics[b]
-            },
+            **round_privacy(self.config, self.state.rounds, included, replies.metrics),
         }
         evaluation = self.evaluate(nodes, rnd)
         record["metrics"] = evaluation["metrics"]
         record["eval_s"] = evaluation["eval_s"]
         self.state.final = evaluation
         return record
+
+    def _halt(self, replies: Replies, rnd: int) -> None:
+        """Banks that refused for lack of privacy budget train no more; stop cleanly when fewer
+        than min-banks can still train."""
+        for node, reason in replies.halted.items():
+            bank = self.node_banks.get(node, f"node-{node}")
+            self.halted_nodes.add(node)
+            self.state.halted[bank] = reason
+            log.warning("round %d: %s halted: privacy budget spent", rnd, bank)
+        if replies.halted and len(replies.payloads) < self.config.min_banks:
+            raise FederationError(
+                f"round {rnd}: privacy budget exhausted at {', '.join(sorted(self.state.halted))}; "
+                f"only {len(replies.payloads)} bank(s) trained, min-banks is "
+                f"{self.config.min_banks}. The federation stops here (rounds before {rnd} stand); "
+                "the banks' ledgers allow no more training at this dp-epsilon"
+            )
 
     def evaluate(self, nodes: list[int], rnd: int) -> dict[str, Any]:
         """Banks evaluate the current global model locally; only metrics come back."""
@@ -228,9 +251,6 @@ class Federation:
         """The federated part of results.json (see DESIGN.md)."""
         cfg = self.config
         final = self.state.final
-        epsilons: dict[str, float] = {}
-        for record in self.state.rounds:
-            epsilons.update(record["epsilon"])
         return json_safe(
             {
                 "fedfraud_version": fedfraud.__version__,
@@ -240,13 +260,7 @@ class Federation:
                 "num_banks": cfg.num_banks,
                 "rounds": self.state.rounds,
                 "final": {**final.get("metrics", {}), "per_bank": final.get("per_bank", {})},
-                "privacy": {
-                    "dp": cfg.dp,
-                    "delta": cfg.dp_delta,
-                    "epsilon_per_bank": epsilons,
-                    "budget": None,
-                    "halted_banks": [],
-                },
+                "privacy": privacy_summary(cfg, self.state.rounds, self.state.halted),
                 "timing": {
                     "total_s": total_s,
                     "mean_round_s": (
