@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedfraud.config import RunConfig
 from fl_server.federation import Federation, RoundCallback
+from fl_server.journal import RunJournal
 from secure_agg import get
 
 log = logging.getLogger("fedfraud.server")
@@ -29,15 +30,26 @@ def run_operator(
     on_round: RoundCallback | None = None,
     shared_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the federation; write results.json and the final aggregate into config.out_dir.
+    """Run the federation; write results.json and the final aggregate into config.out_dir,
+    with a checkpoint and an audit log entry after every stage (run-config `resume = true`
+    continues from the checkpoint).
 
     The final aggregate stays protected (under CKKS only the banks can open it)."""
     options = {**config.to_run_config(), **dict(run_config), **dict(shared_options or {})}
     aggregator = get(config.secure_agg, "server", options)
+    journal = None
+    if config.out_dir:
+        resume = str(run_config.get("resume", False)).lower() in ("1", "true", "yes")
+        journal = RunJournal(Path(config.out_dir), config, resume=resume)
     federation = Federation(
-        grid, config, aggregator, on_round=on_round, shared_options=shared_options
+        grid, config, aggregator, on_round=on_round, shared_options=shared_options, journal=journal
     )
+    if journal and (state := journal.open()) is not None:
+        federation.state = state
     results = federation.run()
+    if journal:
+        journal.finish(federation.state)
+        results["resumed_after_round"] = journal.resumed_from
     if config.out_dir:
         out = Path(config.out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -6,11 +6,12 @@ the initial weights or any bank's update in the clear (banks start from a shared
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -21,7 +22,7 @@ from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError, PayloadError
 from fedfraud.metrics import METRICS, json_safe, weighted_mean
 from fedfraud.privacy.operator import privacy_summary, round_privacy
-from secure_agg import Payload, SecureAggregator
+from secure_agg import Aggregate, Payload, SecureAggregator
 
 log = logging.getLogger("fedfraud.server")
 
@@ -37,6 +38,8 @@ class Replies:
     payloads: dict[str, Payload] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)  # bank -> the node it answered from
+    silent: set[int] = field(default_factory=set)  # nodes that did not answer in time
     halted: dict[int, str] = field(default_factory=dict)  # node -> why its privacy budget is spent
 
     @property
@@ -59,6 +62,14 @@ class RunState:
 RoundCallback = Callable[[dict[str, Any]], None]
 
 
+class Journal(Protocol):
+    """Where completed stages are recorded (fl_server/journal.py: audit log + checkpoint)."""
+
+    def stats_done(self, state: RunState, evidence: dict[str, Any]) -> None: ...
+
+    def round_done(self, state: RunState, record: dict[str, Any]) -> None: ...
+
+
 class Federation:
     """Drives the stats stage, the rounds and the final evaluation over a Flower Grid."""
 
@@ -71,6 +82,7 @@ class Federation:
         node_wait_s: float = 120.0,
         round_timeout_s: float | None = None,
         shared_options: Mapping[str, str | int | float] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.grid = grid
         self.config = config
@@ -81,6 +93,7 @@ class Federation:
         self.state = RunState()
         # Backend options every bank needs too (e.g. where simulation keys live).
         self.shared_options = dict(shared_options or {})
+        self.journal = journal
         self.node_banks: dict[int, str] = {}  # learned from replies; names halted banks
         self.halted_nodes: set[int] = set()
 
@@ -128,6 +141,7 @@ class Federation:
                     replies.halted[node] = replies.failures[f"node-{node}"]
                 continue
             bank = str(reply.content[rm.BANK][rm.BANK_ID])
+            replies.nodes[bank] = node
             self.node_banks[node] = bank
             replies.metrics[bank] = dict(reply.content.get(rm.METRICS, {}))
             if rm.UPDATE in reply.content:
@@ -138,6 +152,7 @@ class Federation:
                     del replies.metrics[bank]
         for node in set(n for n in nodes) - answered:
             replies.failures[f"node-{node}"] = f"no reply within {self.round_timeout_s:.0f}s"
+            replies.silent.add(node)
         for who, why in replies.failures.items():
             log.warning("%s %s failed: %s", message_type, who, why)
         return replies
@@ -170,10 +185,15 @@ class Federation:
         nodes = self.wait_for_banks()
         if self.state.scaler is None:
             replies = self.broadcast(nodes, f"query.{rm.STATS}", 0, {})
-            self.state.scaler = self._aggregate(replies, "feature statistics")[0].payload
+            agg = self._aggregate(replies, "feature statistics")[0]
+            self.state.scaler = agg.payload
+            if self.journal:
+                self.journal.stats_done(self.state, self._evidence(replies, agg))
         first = len(self.state.rounds) + 1
         for rnd in range(first, self.config.num_rounds + 1):
             self.state.rounds.append(self.run_round(nodes, rnd))
+            if self.journal:
+                self.journal.round_done(self.state, self.state.rounds[-1])
             if self.on_round:
                 self.on_round(self.state.rounds[-1])
         return self.results(time.perf_counter() - start)
@@ -205,8 +225,10 @@ class Federation:
             "num_failures": len(replies.failures),
             "failures": dict(replies.failures),
             **round_privacy(self.config, self.state.rounds, included, replies.metrics),
+            **self._evidence(replies, agg),
         }
-        evaluation = self.evaluate(nodes, rnd)
+        # A node that let the training deadline pass is likely down: do not wait for it again.
+        evaluation = self.evaluate([n for n in nodes if n not in replies.silent], rnd)
         record["metrics"] = evaluation["metrics"]
         record["eval_s"] = evaluation["eval_s"]
         self.state.final = evaluation
@@ -239,6 +261,20 @@ class Federation:
             "metrics": weighted_mean(per_bank, weights),
             "per_bank": per_bank,
             "eval_s": time.perf_counter() - t0,
+        }
+
+    @staticmethod
+    def _evidence(replies: Replies, agg: Aggregate) -> dict[str, Any]:
+        """Who took part and SHA-256 digests of what they sent and of the aggregate (audit log)."""
+
+        def digest(payload: Payload) -> str:
+            return hashlib.sha256(payload.to_bytes()).hexdigest()
+
+        return {
+            "banks": list(agg.included),
+            "nodes": {b: str(n) for b, n in replies.nodes.items()},
+            "payload_sha256": {b: digest(p) for b, p in replies.payloads.items()},
+            "aggregate_sha256": digest(agg.payload),
         }
 
     @staticmethod

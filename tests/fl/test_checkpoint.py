@@ -1,0 +1,176 @@
+"""Operator checkpoints and resume, driven by an in-process fake Grid (no Flower processes):
+a run killed after round k resumes at k+1 and ends with the same model as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedfraud import round_messages as rm
+from fedfraud.audit import verify
+from fedfraud.config import RunConfig
+from fedfraud.errors import ConfigError
+from fl_server.app import run_operator
+from fl_server.checkpoint import CHECKPOINT_DIR, STATE_FILE
+from secure_agg import Payload, get
+
+SHAPES = [(4,)]
+
+
+class OperatorKilled(Exception):
+    """Stands in for the operator process dying."""
+
+
+class FakeGrid:
+    """Banks answering with the plaintext backend: each adds (index + 1) to the global model."""
+
+    def __init__(self, banks: int = 3, kill_at: tuple[str, int] | None = None, silent=()):
+        self.nodes = {100 + i: f"bank-{i:02d}" for i in range(banks)}
+        self.kill_at = kill_at
+        self.silent = set(silent)  # nodes that never answer
+        self.sent: list[tuple[str, int, int]] = []  # (message type, round, node)
+        self.agg = get("none", "client")
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def send_and_receive(self, messages, timeout=None):
+        replies = []
+        for msg in messages:
+            kind = msg.metadata.message_type
+            rnd = int(msg.content[rm.CONFIG][rm.ROUND])
+            if self.kill_at == (kind, rnd):
+                raise OperatorKilled(f"killed at {kind} {rnd}")
+            node = msg.metadata.dst_node_id
+            self.sent.append((kind, rnd, node))
+            if node not in self.silent:
+                replies.append(Message(self._answer(msg, self.nodes[node]), reply_to=msg))
+        return replies
+
+    def _answer(self, msg: Message, bank: str) -> RecordDict:
+        index = int(bank.split("-")[1])
+        content = RecordDict({rm.BANK: ConfigRecord({rm.BANK_ID: bank})})
+        kind = msg.metadata.message_type
+        if kind == "evaluate":
+            content[rm.METRICS] = MetricRecord({"pr_auc": 0.5, "roc_auc": 0.5, "n_test": 10.0})
+            return content
+        if kind == "train":
+            model = np.zeros(4)
+            if rm.GLOBAL in msg.content:
+                g = Payload.from_record(msg.content[rm.GLOBAL])
+                model = self.agg.client_reveal(g, SHAPES)[0].astype(np.float64)
+            update = [model + index + 1]
+        else:
+            update = [np.full(4, float(index))]
+        payload = self.agg.client_protect(update, 10.0 * (index + 1), round=0)
+        content[rm.UPDATE] = ConfigRecord(payload.to_record())
+        content[rm.METRICS] = MetricRecord({"num_values": 4.0, "train_s": 0.0})
+        return content
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    # Flower's Message needs the identity of the running task (set by Flower in a real run).
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+def config(out: Path, rounds: int = 4, **kw) -> RunConfig:
+    return RunConfig(num_banks=3, num_rounds=rounds, out_dir=str(out), round_timeout=5.0, **kw)
+
+
+def model_bytes(out: Path) -> bytes:
+    return (out / "global_model.payload").read_bytes()
+
+
+def test_checkpoint_after_each_round_holds_model_round_and_config(tmp_path):
+    out = tmp_path / "run"
+    results = run_operator(FakeGrid(), config(out, rounds=2), {})
+    doc = json.loads((out / CHECKPOINT_DIR / STATE_FILE).read_text())
+    assert doc["completed_rounds"] == 2
+    assert doc["config"]["num_rounds"] == 2
+    assert doc["state"]["rounds"] == results["rounds"]
+    files = {p.name for p in (out / CHECKPOINT_DIR).iterdir()}
+    # Only what state.json names is left: no temp files, no older rounds' models.
+    assert files == {STATE_FILE, *(ref["file"] for ref in doc["payloads"].values())}
+    saved = (out / CHECKPOINT_DIR / doc["payloads"]["global_model"]["file"]).read_bytes()
+    assert saved == model_bytes(out)
+
+
+def test_resume_after_kill_loses_and_repeats_no_round(tmp_path):
+    reference = tmp_path / "uninterrupted"
+    run_operator(FakeGrid(), config(reference), {})
+
+    out = tmp_path / "killed"
+    with pytest.raises(OperatorKilled):
+        run_operator(FakeGrid(kill_at=("train", 3)), config(out), {})
+    grid = FakeGrid()
+    results = run_operator(grid, config(out), {"resume": True})
+
+    assert [r["round"] for r in results["rounds"]] == [1, 2, 3, 4]
+    assert results["resumed_after_round"] == 2
+    # The resumed process only ran rounds 3 and 4, and did not redo the statistics stage.
+    assert sorted({(k, r) for k, r, _ in grid.sent}) == [
+        ("evaluate", 3),
+        ("evaluate", 4),
+        ("train", 3),
+        ("train", 4),
+    ]
+    assert model_bytes(out) == model_bytes(reference)
+    ref_rounds = json.loads((reference / "results.json").read_text())["rounds"]
+    assert [r["aggregate_sha256"] for r in results["rounds"]] == [
+        r["aggregate_sha256"] for r in ref_rounds
+    ]
+    head = verify(out / "audit.jsonl")
+    events = [json.loads(line)["event"] for line in (out / "audit.jsonl").read_text().splitlines()]
+    assert events == ["start", "stats", "round", "round", "resume", "round", "round", "finish"]
+    assert head.entries == len(events)
+
+
+def test_audit_round_entries_name_banks_digests_and_model(tmp_path):
+    out = tmp_path / "run"
+    results = run_operator(FakeGrid(), config(out, rounds=1), {})
+    entries = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    entry = next(e for e in entries if e["event"] == "round")
+    assert entry["banks"] == ["bank-00", "bank-01", "bank-02"]
+    assert set(entry["payload_sha256"]) == set(entry["banks"])
+    assert entry["nodes"] == {"bank-00": "100", "bank-01": "101", "bank-02": "102"}
+    assert entry["model_sha256"] == results["rounds"][0]["aggregate_sha256"]
+    import hashlib
+
+    assert hashlib.sha256(model_bytes(out)).hexdigest() == entry["model_sha256"]
+
+
+def test_resume_refuses_a_changed_model_setting(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(OperatorKilled):
+        run_operator(FakeGrid(kill_at=("train", 2)), config(out), {})
+    with pytest.raises(ConfigError, match="hidden"):
+        run_operator(FakeGrid(), config(out, hidden=32), {"resume": True})
+    # More rounds is a legitimate change.
+    results = run_operator(FakeGrid(), config(out, rounds=5), {"resume": True})
+    assert [r["round"] for r in results["rounds"]] == [1, 2, 3, 4, 5]
+
+
+def test_resume_without_checkpoint_starts_fresh_and_new_run_keeps_old_log(tmp_path):
+    out = tmp_path / "run"
+    results = run_operator(FakeGrid(), config(out, rounds=1), {"resume": "true"})
+    assert results["resumed_after_round"] is None
+    run_operator(FakeGrid(), config(out, rounds=1), {})
+    assert len(list(out.glob("audit-*.jsonl"))) == 1
+    verify(out / "audit.jsonl")
+
+
+def test_silent_node_completes_round_without_it_and_is_not_asked_to_evaluate(tmp_path):
+    grid = FakeGrid(silent={102})
+    # The silent node also misses the stats stage; min-banks 2 lets the run go on.
+    results = run_operator(grid, config(tmp_path / "run", rounds=1), {})
+    record = results["rounds"][0]
+    assert record["num_results"] == 2 and "node-102" in record["failures"]
+    assert ("evaluate", 1, 102) not in grid.sent

@@ -1,0 +1,143 @@
+"""The audit log's hash chain names the first edited, dropped or reordered entry."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedfraud.audit import AuditError, AuditLog, verify
+
+
+def write_log(path: Path, rounds: int = 4) -> AuditLog:
+    log = AuditLog(path)
+    log.append("start", config={"num_rounds": rounds})
+    for rnd in range(1, rounds + 1):
+        log.append("round", round=rnd, banks=["bank-00", "bank-01"], epsilon={"bank-00": 0.5})
+    return log
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def bad_entry(path: Path, **kwargs) -> int:
+    with pytest.raises(AuditError) as info:
+        verify(path, **kwargs)
+    return info.value.entry
+
+
+def test_appended_log_verifies_and_reports_its_head(tmp_path):
+    log = write_log(tmp_path / "audit.jsonl")
+    head = verify(tmp_path / "audit.jsonl")
+    assert head == log.head and head.entries == 5
+    # Reopening continues the same chain.
+    AuditLog(tmp_path / "audit.jsonl").append("finish")
+    assert verify(tmp_path / "audit.jsonl").entries == 6
+
+
+def test_edited_entry_is_named(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    rows = lines(path)
+    rows[2] = rows[2].replace('"bank-00":0.5', '"bank-00":0.1')
+    path.write_text("".join(rows))
+    assert bad_entry(path) == 3
+
+
+def test_edit_with_recomputed_hash_breaks_the_next_link(tmp_path):
+    from fedfraud.audit import canonical, entry_hash
+
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    rows = lines(path)
+    entry = json.loads(rows[2])
+    entry["banks"] = ["bank-00"]
+    entry["sha256"] = entry_hash(entry)
+    rows[2] = canonical(entry).decode() + "\n"
+    path.write_text("".join(rows))
+    assert bad_entry(path) == 4
+
+
+def test_dropped_entry_is_named(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    rows = lines(path)
+    del rows[1]
+    path.write_text("".join(rows))
+    assert bad_entry(path) == 2
+
+
+def test_reordered_entries_are_named(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    rows = lines(path)
+    rows[2], rows[3] = rows[3], rows[2]
+    path.write_text("".join(rows))
+    assert bad_entry(path) == 3
+
+
+def test_dropped_tail_is_caught_by_a_recorded_head_or_anchor(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = write_log(path)
+    path.write_text("".join(lines(path)[:-1]))
+    assert verify(path).entries == 4  # a shorter chain is still a chain...
+    assert bad_entry(path, head=log.head.sha256) == 5  # ...but not the one recorded
+    assert bad_entry(path, anchors=[log.head]) == 5
+
+
+def test_garbage_line_is_named(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    rows = lines(path)
+    rows.insert(2, "not json\n")
+    path.write_text("".join(rows))
+    assert bad_entry(path) == 3
+
+
+def test_appending_to_a_tampered_log_is_refused(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    rows = lines(path)
+    del rows[0]
+    path.write_text("".join(rows))
+    with pytest.raises(AuditError):
+        AuditLog(path)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fedfraud.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_cli_audit_verify_exits_2_with_the_entry_number(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    ok = run_cli("audit", "verify", str(path), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "5 entries" in ok.stdout
+    rows = lines(path)
+    del rows[3]
+    path.write_text("".join(rows))
+    bad = run_cli("audit", "verify", str(path), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "entry 4" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_audit_verify_checks_the_checkpoint_anchor(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = write_log(path)
+    (tmp_path / "checkpoint").mkdir()
+    state = {"audit": {"entries": log.head.entries, "sha256": log.head.sha256}}
+    (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
+    path.write_text("".join(lines(path)[:-1]))
+    bad = run_cli("audit", "verify", str(path), cwd=tmp_path)
+    assert bad.returncode == 2 and "entry 5" in bad.stderr, bad.stderr
