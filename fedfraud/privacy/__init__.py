@@ -14,12 +14,19 @@ from fedfraud.privacy.accountant import (
     uses,
 )
 from fedfraud.privacy.budget import LEDGER_FILE, LedgerError, PrivacyLedger, Spend
-from fedfraud.privacy.dp import BankRound, clip_update, make_privatizer, privatize_update
+from fedfraud.privacy.dp import (
+    UNIFORM_WEIGHT,
+    BankRound,
+    clip_update,
+    make_privatizer,
+    privatize_update,
+)
 
 __all__ = [
     "BANK",
     "LEDGER_FILE",
     "RECORD",
+    "UNIFORM_WEIGHT",
     "BankRound",
     "LedgerError",
     "Mechanism",

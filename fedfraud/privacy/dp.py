@@ -38,6 +38,12 @@ from fedfraud.privacy.accountant import (
 from fedfraud.privacy.budget import PrivacyLedger, Spend, ledger_path, resolve_budget
 from fedfraud.train import Privatizer
 
+# FedAvg weight of every bank under bank-level DP. Uniform, so one bank's size cannot scale its
+# contribution (and sensitivity); its value cancels in the mean and only sets the precision of
+# fixed-point/CKKS encodings, whose absolute error shrinks as 1 / total weight (1.0 loses ~1e-4
+# under our CKKS parameters, 1024 ~1e-7, far below CKKS's 2^24 bound on |weight x value|).
+UNIFORM_WEIGHT = 1024.0
+
 # Opacus hooks fire this on the first layer (inputs need no grad); it is expected, not a fault.
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 
@@ -213,7 +219,7 @@ class BankRound:
         self, start: Sequence[np.ndarray], new: Sequence[np.ndarray], weight: float
     ) -> tuple[list[np.ndarray], float]:
         """The weights and FedAvg weight to send. Under bank-level DP: the clipped, noised model
-        with weight 1.0 (sample-count weights would let one bank's size scale its sensitivity).
+        with UNIFORM_WEIGHT (sample counts would let a bank's size scale its sensitivity).
         The ledger is charged first, so nothing leaves unaccounted."""
         if self.ledger is None:
             return list(new), weight
@@ -224,7 +230,7 @@ class BankRound:
         noisy = privatize_update(
             start, new, cfg.dp_clip, self.bank_sigma, cfg.num_banks, seed=self.seed
         )
-        return noisy, 1.0
+        return noisy, UNIFORM_WEIGHT
 
     def metrics(self) -> dict[str, float]:
         """What the operator may learn: ε of this run (record level) and the ledger totals."""
