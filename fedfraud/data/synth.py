@@ -30,9 +30,10 @@ SPAN_H = DAYS * 24.0
 # of rows) sees them, the training split never does.
 LATE_FROM_H = np.ceil(0.75 * DAYS) * 24.0
 # Every bank gets fraud before TRAIN_END_H and after TEST_FROM_H: the temporal split puts the
-# last 20% of rows (from ~79% of the range, volume grows over time) in test, the first 70% in train.
-TRAIN_END_H = 0.65 * SPAN_H
-TEST_FROM_H = 0.83 * SPAN_H
+# last 20% of rows (from ~81% of the range, volume grows over time) in test, the first 70% in train.
+# Both are midnights, so events that move to a night or office hour of their day stay inside.
+TRAIN_END_H = 58 * 24.0
+TEST_FROM_H = 78 * 24.0
 MIN_TX_PER_BANK = 2_000
 MAX_BANKS = 100  # bank-00 .. bank-99 keep their names sortable
 THRESHOLD = 10_000.0  # reporting threshold that structuring stays just below
@@ -495,8 +496,12 @@ def _cover_splits(
     n_banks = len(w.sizes)
     r = rows.concat()
     bank = r["bank"].astype(np.int64)
-    periods = ((0.0, TRAIN_END_H, (ALWAYS,)), (TEST_FROM_H, SPAN_H - 2.0, (ALWAYS, LATE)))
-    for lo, hi, allowed in periods:
+    # (period checked, window for a new event: room for multi-day events, typologies allowed)
+    periods = (
+        (0.0, TRAIN_END_H, TRAIN_END_H - 48.0, (ALWAYS,)),
+        (TEST_FROM_H, SPAN_H, SPAN_H - 48.0, (ALWAYS, LATE)),
+    )
+    for lo, hi, last_start, allowed in periods:
         inside = (r["t"] >= lo) & (r["t"] < hi)
         have = np.bincount(bank[inside], minlength=n_banks)
         for b in np.flatnonzero(have == 0):
@@ -505,7 +510,7 @@ def _cover_splits(
             if not cand:
                 continue
             k = FRAUD_TYPES[cand[rng.integers(len(cand))]]
-            t0 = rng.uniform(lo, hi, 1)
+            t0 = rng.uniform(lo, last_start, 1)
             if k == CARD_TESTING:
                 _card_testing(rng, w, b, t0, rows)
             elif k == ATO:
@@ -526,13 +531,13 @@ def _rings(
     homes = np.flatnonzero(status[:, FRAUD_TYPES.index(MULE)] == ALWAYS)
     if len(homes) == 0:
         return None
-    target = max(1, n_victims // 25)  # ~25 victims per ring: fan-in worth finding
+    target = max(1, n_victims // 35)  # ~35 victims per ring, spread over the banks
     lanes = max(1, round(target / 8))
     n_w = -(-target // lanes)
     n_rings = lanes * n_w
     inner = (np.arange(1, n_w) + rng.uniform(-0.3, 0.3, (lanes, n_w - 1))) * SPAN_H / n_w
     cuts = np.column_stack([np.zeros(lanes), inner, np.full(lanes, np.inf)])
-    n_col = np.clip(round(n_victims / n_rings / 6), 2, 5) + rng.integers(0, 2, n_rings)
+    n_col = np.clip(round(n_victims / n_rings / 10), 2, 4) + rng.integers(0, 2, n_rings)
     n_l2 = rng.integers(1, 3, n_rings)
     home_cum = _cum(budget[homes])
 
