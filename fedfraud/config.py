@@ -30,7 +30,6 @@ class RunConfig:
     gnn_conv: str = "sage"
     hidden: int = 64
     local_epochs: int = 1
-    gnn_steps: int = 20  # full-graph optimizer steps per local epoch
     batch_size: int = 1024
     lr: float = 3e-3
     secure_agg: str = "none"
@@ -61,7 +60,6 @@ class RunConfig:
         _check(self.gnn_conv in GNN_CONVS, f"gnn-conv must be one of {', '.join(GNN_CONVS)}")
         _check(self.hidden >= 4, "hidden must be at least 4")
         _check(self.local_epochs >= 1, "local-epochs must be at least 1")
-        _check(self.gnn_steps >= 1, "gnn-steps must be at least 1")
         _check(self.batch_size >= 8, "batch-size must be at least 8")
         _check(0 < self.lr < 10, "lr must be in (0, 10)")
         _check(self.dp_epsilon >= 0, "dp-epsilon must be >= 0 (0 disables DP)")

@@ -109,13 +109,17 @@ def train_local(
     model.train()
     steps, last = 0, float("nan")
     if inputs.model == "gnn":
-        graph = inputs.graph
-        for _ in range(epochs * config.gnn_steps):
-            optimizer.zero_grad()
-            loss = loss_fn(model(graph)[train], inputs.y[train])
-            loss.backward()
-            optimizer.step()
-            steps, last = steps + 1, loss.item()
+        # Mini-batches of training transactions; account embeddings are recomputed per step
+        # over the bank's whole graph (message passing needs the neighbourhood).
+        train_ids = torch.nonzero(train).squeeze(1)
+        for _ in range(epochs):
+            order = train_ids[torch.randperm(len(train_ids), generator=generator)]
+            for batch in order.split(config.batch_size):
+                optimizer.zero_grad()
+                loss = loss_fn(model(inputs.graph, batch), inputs.y[batch])
+                loss.backward()
+                optimizer.step()
+                steps, last = steps + 1, loss.item()
     else:
         loader = DataLoader(
             TensorDataset(inputs.x[train], inputs.y[train]),

@@ -31,7 +31,6 @@ def test_three_bank_two_round_simulation_writes_contract_results(small_consortiu
         model=model,
         data_format="banks",
         data_path=str(small_consortium),
-        gnn_steps=5,
     )
     out = tmp_path / "run"
     results = simulate(cfg, out)

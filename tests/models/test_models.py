@@ -20,7 +20,7 @@ def table():
 
 @pytest.mark.parametrize("model", ["mlp", "gnn"])
 def test_forward_backward_and_training_reduces_loss(table, model):
-    cfg = RunConfig(model=model, gnn_steps=15)
+    cfg = RunConfig(model=model)
     inputs = make_inputs(model, table, Scaler.from_moments(local_moments(table)))
     net = build_model(cfg, table)
     logits = net(inputs.graph) if model == "gnn" else net(inputs.x)
