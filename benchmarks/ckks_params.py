@@ -1,21 +1,23 @@
 """Measure CKKS parameter candidates for a ~50k-float update and pick the default.
 
 For each candidate: upload bytes / fp32 bytes, protect / aggregate / reveal time (3 banks,
-median of repeats), and the max-abs error of the revealed weighted mean against the exact float64
-mean for three weightings. Writes benchmarks/results/ckks_params.{json,md}.
+best of repeats), and the max-abs error of the revealed weighted mean against the exact float64
+mean for three weightings (the worst over several fresh key sets: the noise differs per key).
+Writes benchmarks/results/ckks_params.{json,md}.
 
 Selection: among candidates within 128-bit security (all are; CKKSParams refuses the others),
-upload <= 8x fp32 and error <= 1e-5 for both sample-count weightings, the smallest upload wins.
+upload <= 8x fp32 and error <= 1e-5 / 2 (worst key draw, with a 2x margin) for both sample-count
+weightings, the smallest upload wins.
 
-    .venv/bin/python benchmarks/ckks_params.py [--params 50000] [--repeats 3]
+    .venv/bin/python benchmarks/ckks_params.py [--params 50000] [--repeats 9] [--key-draws 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,18 +48,42 @@ WEIGHTINGS = {
 }
 REQUIRED = ("sample_counts", "small_counts")
 MAX_RATIO, MAX_ERROR = 8.0, 1e-5
+# The error is the worst of a few random draws, so a candidate must beat the target twice over.
+SAFETY = 2.0
 
 
-def median_time(fn, repeats: int) -> tuple[float, object]:
+def best_time(fn, repeats: int) -> tuple[float, object]:
+    """Fastest of `repeats` runs (timeit's convention: the least disturbed by other load)."""
     times, out = [], None
     for _ in range(repeats):
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+    return min(times), out
 
 
-def measure(n: int, bits: tuple[int, ...], scale: int, num_params: int, repeats: int) -> dict:
+def max_errors(params: ckks_keys.CKKSParams, updates: list[np.ndarray], draws: int) -> dict:
+    """Max-abs error of the revealed mean per weighting, worst over `draws` fresh key sets."""
+    errors = dict.fromkeys(WEIGHTINGS, 0.0)
+    for _ in range(draws):
+        secret = ckks_keys.generate_keys(params)
+        client = CKKSAggregator("client", secret)
+        server = CKKSAggregator("server", ckks_keys.public_keys(secret))
+        for name, weights in WEIGHTINGS.items():
+            pairs = list(zip(updates, weights, strict=True))
+            payloads = {
+                f"bank-{i}": client.client_protect([u], w, 1) for i, (u, w) in enumerate(pairs)
+            }
+            agg = server.server_aggregate(payloads)
+            mean = client.client_reveal(agg.payload, [updates[0].shape])[0].astype(np.float64)
+            exact = sum(w * u for u, w in pairs) / sum(weights)
+            errors[name] = max(errors[name], float(np.max(np.abs(mean - exact))))
+    return errors
+
+
+def measure(
+    n: int, bits: tuple[int, ...], scale: int, num_params: int, repeats: int, draws: int
+) -> dict:
     params = ckks_keys.CKKSParams(n, bits, scale)
     secret = ckks_keys.generate_keys(params)
     client = CKKSAggregator("client", secret)
@@ -73,32 +99,23 @@ def measure(n: int, bits: tuple[int, ...], scale: int, num_params: int, repeats:
         "security_limit_bits": ckks_keys.MAX_MODULUS_BITS_128[n],
         "weight_scale": client.weight_scale,
         "ciphertexts": -(-(num_params + 1) // params.slots),
-        "errors": {},
+        "errors": max_errors(params, updates, draws),
     }
-    for name, weights in WEIGHTINGS.items():
-        payloads = {
-            f"bank-{i}": client.client_protect([u], w, 1)
-            for i, (u, w) in enumerate(zip(updates, weights, strict=True))
-        }
-        agg = server.server_aggregate(payloads)
-        mean = client.client_reveal(agg.payload, shapes)[0].astype(np.float64)
-        exact = sum(w * u for u, w in zip(updates, weights, strict=True)) / sum(weights)
-        row["errors"][name] = float(np.max(np.abs(mean - exact)))
     weights = WEIGHTINGS["sample_counts"]
-    row["protect_s"], payload = median_time(
+    row["protect_s"], payload = best_time(
         lambda: client.client_protect([updates[0]], weights[0], 1), repeats
     )
     payloads = {
         f"bank-{i}": client.client_protect([u], w, 1)
         for i, (u, w) in enumerate(zip(updates, weights, strict=True))
     }
-    row["aggregate_s"], agg = median_time(lambda: server.server_aggregate(payloads), repeats)
-    row["reveal_s"], _ = median_time(lambda: client.client_reveal(agg.payload, shapes), repeats)
+    row["aggregate_s"], agg = best_time(lambda: server.server_aggregate(payloads), repeats)
+    row["reveal_s"], _ = best_time(lambda: client.client_reveal(agg.payload, shapes), repeats)
     row["bytes_up"] = payload.nbytes()
     row["bytes_down"] = agg.payload.nbytes()
     row["bytes_ratio"] = payload.nbytes() / (4 * num_params)
     row["passes"] = row["bytes_ratio"] <= MAX_RATIO and all(
-        row["errors"][k] <= MAX_ERROR for k in REQUIRED
+        row["errors"][k] * SAFETY <= MAX_ERROR for k in REQUIRED
     )
     return row
 
@@ -112,12 +129,12 @@ def thread_check(params: ckks_keys.CKKSParams, num_params: int, repeats: int) ->
     def encrypt(c):
         return ts.ckks_vector(ctx, c).serialize()
 
-    out = {"sequential_s": median_time(lambda: [encrypt(c) for c in chunks], repeats)[0]}
+    out = {"sequential_s": best_time(lambda: [encrypt(c) for c in chunks], repeats)[0]}
     with ThreadPoolExecutor(2) as pool:
-        out["two_threads_s"] = median_time(lambda: list(pool.map(encrypt, chunks)), repeats)[0]
+        out["two_threads_s"] = best_time(lambda: list(pool.map(encrypt, chunks)), repeats)[0]
     for n_threads in (1, 2):
         ctx_t = ts.context_from(ctx.serialize(save_secret_key=True), n_threads=n_threads)
-        out[f"tenseal_n_threads_{n_threads}_s"] = median_time(
+        out[f"tenseal_n_threads_{n_threads}_s"] = best_time(
             lambda c=ctx_t: [ts.ckks_vector(c, ch).serialize() for ch in chunks], repeats
         )[0]
     return out
@@ -126,6 +143,8 @@ def thread_check(params: ckks_keys.CKKSParams, num_params: int, repeats: int) ->
 def to_markdown(result: dict) -> str:
     lines = [
         f"# CKKS parameters for a {result['num_params']}-float update (3 banks)",
+        "",
+        f"Errors: worst max-abs error over {result['key_draws']} key sets.",
         "",
         "| N | coeff bits | scale | modulus/limit | C | up bytes/fp32 | protect s | aggregate s "
         "| reveal s | err sample-counts | err small (W=1000) | err unit | ok |",
@@ -156,12 +175,13 @@ def to_markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=int, default=50_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="timing repeats (best of)")
+    parser.add_argument("--key-draws", type=int, default=8, help="key sets per error (worst)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     rows = []
     for n, bits, scale in CANDIDATES:
-        rows.append(measure(n, bits, scale, args.params, args.repeats))
+        rows.append(measure(n, bits, scale, args.params, args.repeats, args.key_draws))
         r = rows[-1]
         print(f"N={n} {bits} 2^{scale}: {r['bytes_ratio']:.2f}x err {r['errors']}")
     passing = [r for r in rows if r["passes"]]
@@ -173,17 +193,25 @@ def main() -> None:
         "num_params": args.params,
         "num_banks": 3,
         "weightings": WEIGHTINGS,
+        "key_draws": args.key_draws,
         "required": {
             "bytes_ratio_max": MAX_RATIO,
             "max_abs_error": MAX_ERROR,
+            "safety": SAFETY,
             "weightings": list(REQUIRED),
         },
         "encryption": "symmetric (secret-key) CKKS, one ciphertext per N/2 values",
         "tenseal": ts.__version__,
-        "machine": {"python": platform.python_version(), "processor": platform.machine()},
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_1m": os.getloadavg()[0],  # timings are only comparable at equal load
+        },
         "candidates": rows,
-        "selection": "smallest bytes_ratio with bytes_ratio <= 8 and max_abs_error <= 1e-5 for "
-        "every required weighting, all candidates being within 128-bit security",
+        "selection": "smallest bytes_ratio with bytes_ratio <= 8 and max_abs_error <= 1e-5 / "
+        "safety for every required weighting over every key draw, all candidates within "
+        "128-bit security",
         "chosen": {k: chosen[k] for k in ("poly_modulus", "coeff_mod_bits", "scale_bits")},
         "threads": thread_check(params, args.params, args.repeats),
     }
