@@ -190,6 +190,7 @@ def _generate(
     for b, bank_rng in enumerate(legit_rng.spawn(num_banks)):
         _legit(bank_rng, world, b, int(sizes[b] - fraud_per_bank[b]), rows)
     frames = _assemble(world_rng, world, rows.concat())
+    assert sum(len(df) for df in frames.values()) == transactions  # legit rows fill exactly
     schedule = {
         store.bank_name(b): {
             TYPOLOGIES[k]: STATUS_NAMES[status[b, i]] for i, k in enumerate(FRAUD_TYPES)
@@ -713,10 +714,14 @@ def _legit(rng: np.random.Generator, w: _World, b: int, n: int, rows: _Rows) -> 
     ev, off = _bursts(rng, sizes, 4.0 / 60)
     gamer = rng.choice(gamers, len(sizes)) if len(sizes) else np.zeros(0, dtype=np.int64)
     s_t = _legit_times(rng, w, gamer)[ev] + off
+    overrun = np.zeros(len(sizes))
+    np.maximum.at(overrun, ev, s_t - (SPAN_H - 0.01))
+    s_t -= overrun[ev]  # a session at the very end starts a little earlier instead
     m = len(ev)
     cust = np.concatenate([gamer[ev], _customers(rng, w, b, n - m, w.activity[lo:hi])])
     t = np.concatenate([s_t, _legit_times(rng, w, cust[m:])])
     ch = np.concatenate([np.full(m, CNP), _pick(rng, w.chan_cum[cust[m:]])])
+    ch[(ch == CP) & (rng.random(n) < 0.1 * t / SPAN_H)] = CNP  # shopping drifts online
     mcc = np.full(n, UNKNOWN)
     mcc[ch == TRANSFER] = MONEY
     mcc[:m] = DIGITAL
