@@ -142,7 +142,23 @@ def generate_consortium(
 
 
 def write_consortium(out_dir: Path, num_banks: int, transactions: int, seed: int = 0) -> dict:
-    """Generate a consortium and write DIR/bank-XX/transactions.parquet + DIR/manifest.json."""
+    """Generate a consortium and write DIR/bank-XX/transactions.parquet + DIR/manifest.json.
+
+    The manifest also records which typologies each bank sees ("always", "late", "absent").
+    """
+    out_dir = Path(out_dir)
+    _check_args(num_banks, transactions, seed)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file; give --out a folder (new or empty).")
+    keep = {store.bank_name(b) for b in range(num_banks)}
+    stale = sorted(p.parent.name for p in out_dir.glob(f"*/{store.TRANSACTIONS_FILE}"))
+    stale = [name for name in stale if name not in keep]
+    if stale:  # they would be read as members of the new consortium
+        listed = ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else "")
+        raise ConfigError(
+            f"{out_dir} already holds other bank folders ({listed}); "
+            "write to a new folder or delete the old data first."
+        )
     frames, schedule = _generate(num_banks, transactions, seed)
     meta = {
         "generator": "fedfraud.synth",
@@ -151,7 +167,7 @@ def write_consortium(out_dir: Path, num_banks: int, transactions: int, seed: int
         "transactions": transactions,
         "typology_schedule": schedule,
     }
-    return store.write_banks(frames, Path(out_dir), meta=meta)
+    return store.write_banks(frames, out_dir, meta=meta)
 
 
 def _check_args(num_banks: Any, transactions: Any, seed: Any) -> None:

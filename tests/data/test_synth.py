@@ -198,6 +198,15 @@ def test_write_consortium_writes_banks_and_a_matching_manifest(tmp_path) -> None
     assert set(manifest["typology_schedule"]["bank-00"]) == FRAUD_TYPOLOGIES
 
 
+def test_write_consortium_refuses_a_folder_with_other_banks(tmp_path) -> None:
+    write_consortium(tmp_path, 3, 6_000)
+    write_consortium(tmp_path, 3, 6_000, seed=1)  # same banks: overwritten
+    with pytest.raises(ConfigError, match="bank-02"):
+        write_consortium(tmp_path, 2, 4_000)  # bank-02 would linger as a third bank
+    with pytest.raises(ConfigError, match="is a file"):
+        write_consortium(tmp_path / store.MANIFEST_FILE, 2, 4_000)
+
+
 @pytest.mark.parametrize(
     ("num_banks", "transactions", "seed", "match"),
     [
