@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, BankTable
-from fedfraud.data.graph import to_graph
 from fedfraud.data.scaling import Scaler
 from fedfraud.models import ModelSpec, build
 
@@ -50,7 +49,13 @@ class TrainStats:
 def make_inputs(model: str, table: BankTable, scaler: Scaler) -> ModelInputs:
     """Scale a bank's table and shape it for `model` ("mlp" or "gnn")."""
     x, node_x = scaler.transform(table)
-    graph = to_graph(table, x, node_x) if model == "gnn" else None
+    graph = None
+    if model == "gnn":
+        # Imported here: torch_geometric takes seconds to import, and a deployed bank starts a
+        # fresh process for every message.
+        from fedfraud.data.graph import to_graph
+
+        graph = to_graph(table, x, node_x)
     return ModelInputs(
         model=model,
         x=torch.from_numpy(x),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ def available() -> list[str]:
 
 def build(name: str, spec: ModelSpec) -> nn.Module:
     """Build model `name`; the seed makes every bank start from identical weights."""
-    _load()
+    _load(name)
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(available())}")
     # Banks build the initial global model themselves from the shared seed, so the operator
@@ -54,5 +55,11 @@ def build(name: str, spec: ModelSpec) -> nn.Module:
         return _REGISTRY[name](spec)
 
 
-def _load() -> None:
-    from fedfraud.models import gnn, mlp  # noqa: F401
+_BUILTIN = ("mlp", "gnn")  # each module registers itself on import
+
+
+def _load(name: str | None = None) -> None:
+    # Import only the model asked for: the GNN's torch_geometric takes seconds to import, and a
+    # deployed bank starts a fresh process for every message.
+    for module in [name] if name in _BUILTIN else _BUILTIN:
+        importlib.import_module(f"fedfraud.models.{module}")
