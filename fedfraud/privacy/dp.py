@@ -31,6 +31,7 @@ from fedfraud.privacy.accountant import (
     Mechanism,
     bank_noise_multiplier,
     dp_level,
+    epsilon,
     realised_noise_multiplier,
     record_mechanism,
     uses,
@@ -233,10 +234,16 @@ class BankRound:
         return noisy, UNIFORM_WEIGHT
 
     def metrics(self) -> dict[str, float]:
-        """What the operator may learn: ε of this run (record level) and the ledger totals."""
+        """What the operator may learn: ε of this run (record level) and the ledger totals.
+
+        The run's ε is the larger of what the ledger holds for this run id (counts a round
+        sent twice) and `round` planned rounds (a run resumed from a checkpoint gets a new
+        Flower run id); both are upper bounds when the bank trained in every round."""
         if self.ledger is None:
             return {}
         out = {f"ledger_epsilon_{unit}": eps for unit, eps in self.spent.items()}
         if self.record is not None:
-            out["epsilon"] = self.ledger.spent(self.delta, run=self.run).get(RECORD, 0.0)
+            this_run = self.ledger.spent(self.delta, run=self.run).get(RECORD, 0.0)
+            planned = epsilon([self.record] * self.round, self.delta)
+            out["epsilon"] = max(this_run, planned)
         return out

@@ -117,3 +117,11 @@ def test_ledger_file_is_plain_json_with_mechanisms_not_data(tmp_path):
     }  # fmt: skip
     assert Spend(**entry).mechanism == record_mechanism(CFG, N_TRAIN)
     assert isinstance(Spend(**entry).mechanism, Mechanism)
+
+
+def test_a_run_resumed_under_a_new_flower_run_id_still_reports_all_its_rounds(tmp_path):
+    for rnd in (1, 2):
+        train_round(tmp_path, "run-a", rnd)
+    resumed = train_round(tmp_path, "run-a-after-restart", 3)
+    plan = record_mechanism(CFG, N_TRAIN)
+    assert resumed.metrics()["epsilon"] == pytest.approx(epsilon([plan] * 3, CFG.dp_delta))
