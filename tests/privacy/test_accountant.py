@@ -11,6 +11,7 @@ from opacus.accountants import RDPAccountant
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedfraud.config import RunConfig
+from fedfraud.errors import ConfigError
 from fedfraud.privacy.accountant import (
     Mechanism,
     bank_level_epsilons,
@@ -122,3 +123,9 @@ def test_auto_level_is_record_for_the_mlp_and_bank_for_the_gnn():
     assert dp_level(RunConfig(dp_epsilon=1.0)) == "record"
     assert dp_level(RunConfig(dp_epsilon=1.0, model="gnn")) == "bank"
     assert dp_level(RunConfig(dp_epsilon=1.0, dp_level="both")) == "both"
+
+
+@pytest.mark.parametrize("level", ["record", "both"])
+def test_dp_sgd_levels_are_refused_for_the_gnn_with_the_reason(level):
+    with pytest.raises(ConfigError, match="message passing breaks"):
+        RunConfig(model="gnn", dp_epsilon=1.0, dp_level=level)
