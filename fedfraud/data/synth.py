@@ -69,7 +69,7 @@ STATUS_NAMES = ("always", "late", "absent")
 ROWS_PER_EVENT = {CARD_TESTING: 7.5, ATO: 1.8, MULE: 3.0, STRUCTURING: 5.5}
 FORWARD_ROWS = {ATO: 0.3 * 1.8 * 1.4, MULE: 1.4}  # forwarding rows per event at the mules' banks
 # Prior typology weights (card testing and takeover are the common ones).
-TYPOLOGY_PRIOR = {CARD_TESTING: 1.3, ATO: 1.0, MULE: 1.0, STRUCTURING: 0.6}
+TYPOLOGY_PRIOR = {CARD_TESTING: 1.3, ATO: 1.0, MULE: 1.3, STRUCTURING: 0.6}
 
 # Legit amounts: log-offsets from a customer's typical amount by channel.
 CHANNEL_OFFSET = np.zeros(len(CHANNELS))
@@ -358,7 +358,16 @@ def _build_world(rng: np.random.Generator, sizes: np.ndarray) -> _World:
     contacts = np.where(
         rng.random((c, N_CONTACTS)) < 0.7, same_bank, rng.integers(0, c, (c, N_CONTACTS))
     )
-    hubs = _zipf_pool(rng, rng.choice(c, max(5, c // 300), replace=False), 1.0)
+    # Half the hubs are businesses: many payers, large sums, large outflows (mule look-alikes).
+    n_hubs = max(5, c // 300)
+    biz = np.flatnonzero(business)
+    hubs = np.concatenate(
+        [
+            rng.choice(biz, min(len(biz), n_hubs // 2), replace=False),
+            rng.choice(c, n_hubs - min(len(biz), n_hubs // 2), replace=False),
+        ]
+    )
+    hubs = _zipf_pool(rng, hubs, 1.0)
     kind = rng.random((c, N_CONTACTS))
     contacts = np.where(kind < 0.12, _draw(rng, hubs, c * N_CONTACTS).reshape(c, -1), contacts)
     contacts = np.where(
@@ -401,27 +410,31 @@ def _dirichlet_rows(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Rings:
-    """Mule rings: time windows in parallel lanes; each ring has collector and layer-2 mules."""
+    """Mule rings running in parallel over the whole range; each replaces its mule accounts
+    every couple of weeks (accounts get closed), so a known mule does not stay one forever.
+    """
 
-    cuts: np.ndarray  # (lanes, windows + 1) window boundaries in hours
-    collectors: np.ndarray  # (rings, max collectors) entity index, padded
-    n_col: np.ndarray
-    layer2: np.ndarray  # (rings, max layer-2 mules)
-    n_l2: np.ndarray
+    start: np.ndarray  # (rings,) start of generation 0, hours (<= 0)
+    gen_len: np.ndarray  # (rings,) hours a generation of mule accounts is used
+    collectors: np.ndarray  # (rings, generations, max collectors) entity index
+    n_col: np.ndarray  # (rings,)
+    layer2: np.ndarray  # (rings, generations, 2)
+    n_l2: np.ndarray  # (rings,)
+    pref: np.ndarray  # (banks, rings) cumulative: which rings reach a bank's customers
 
-    def ring_at(self, rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
-        """A ring active at each time (one of the lanes, at random)."""
-        lanes, n_w = self.cuts.shape[0], self.cuts.shape[1] - 1
-        lane = rng.integers(0, lanes, len(t))
-        ring = np.empty(len(t), dtype=np.int64)
-        for i in range(lanes):
-            sel = lane == i
-            ring[sel] = i * n_w + np.clip(np.searchsorted(self.cuts[i], t[sel]) - 1, 0, n_w - 1)
-        return ring
+    def ring_for(self, rng: np.random.Generator, bank: int, n: int) -> np.ndarray:
+        """Rings for n victims at `bank`: each bank's customers meet mostly one or two rings."""
+        cum = self.pref[bank]
+        return np.minimum(np.searchsorted(cum, rng.random(n)), len(cum) - 1)
 
-    def member(self, rng: np.random.Generator, ring: np.ndarray, layer: int) -> np.ndarray:
+    def member(
+        self, rng: np.random.Generator, ring: np.ndarray, t: np.ndarray, layer: int
+    ) -> np.ndarray:
+        """A collector (layer 1) or layer-2 mule of each ring, of the generation active at t."""
         mules, count = (self.collectors, self.n_col) if layer == 1 else (self.layer2, self.n_l2)
-        return mules[ring, (rng.random(len(ring)) * count[ring]).astype(np.int64)]
+        gen = ((t - self.start[ring]) // self.gen_len[ring]).astype(np.int64)
+        gen = np.clip(gen, 0, mules.shape[1] - 1)
+        return mules[ring, gen, (rng.random(len(ring)) * count[ring]).astype(np.int64)]
 
 
 def _customers(
@@ -556,30 +569,32 @@ def _rings(
 ) -> _Rings | None:
     """Mule rings whose mules are customers of banks that see mule rings all along.
 
-    Mule accounts spread over those banks in proportion to their fraud budgets.
+    Sized so a collector gets a handful of victims in its lifetime whatever the data size;
+    mule accounts spread over the home banks in proportion to their fraud budgets.
     """
     homes = np.flatnonzero(status[:, FRAUD_TYPES.index(MULE)] == ALWAYS)
     if len(homes) == 0:
         return None
-    target = max(1, n_victims // 35)  # ~35 victims per ring, spread over the banks
-    lanes = max(1, round(target / 8))
-    n_w = -(-target // lanes)
-    n_rings = lanes * n_w
-    inner = (np.arange(1, n_w) + rng.uniform(-0.3, 0.3, (lanes, n_w - 1))) * SPAN_H / n_w
-    cuts = np.column_stack([np.zeros(lanes), inner, np.full(lanes, np.inf)])
-    n_col = np.clip(round(n_victims / n_rings / 10), 2, 4) + rng.integers(0, 2, n_rings)
+    n_rings = max(1, round(n_victims / 120))  # ~8 victims per collector account
+    gen_len = rng.uniform(10, 20, n_rings) * 24
+    start = -rng.uniform(0, 1, n_rings) * gen_len
+    n_gen = int(np.ceil((SPAN_H - start) / gen_len).max()) + 1
+    n_col = rng.integers(2, 4, n_rings)
     n_l2 = rng.integers(1, 3, n_rings)
     home_cum = _cum(budget[homes])
 
-    def mules(shape: tuple[int, int]) -> np.ndarray:
+    def mules(shape: tuple[int, ...]) -> np.ndarray:
         # Systematic sampling keeps the spread close to proportional even for few mules.
-        n = shape[0] * shape[1]
+        n = int(np.prod(shape))
         u = ((rng.permutation(n) + rng.random(n)) / n).reshape(shape)
         bank = homes[np.minimum(np.searchsorted(home_cum, u), len(homes) - 1)]
         span = w.cust_off[bank + 1] - w.cust_off[bank]
         return w.cust_off[bank] + (rng.random(shape) * span).astype(np.int64)
 
-    return _Rings(cuts, mules((n_rings, int(n_col.max()))), n_col, mules((n_rings, 2)), n_l2)
+    pref = _cum(rng.dirichlet(np.full(n_rings, 0.5), len(w.sizes)))
+    return _Rings(
+        start, gen_len, mules((n_rings, n_gen, 3)), n_col, mules((n_rings, n_gen, 2)), n_l2, pref
+    )
 
 
 def _card_testing(rng: np.random.Generator, w: _World, b: int, t0: np.ndarray, rows: _Rows) -> None:
@@ -627,10 +642,10 @@ def _takeover(
     night = rng.random(e) < 0.5
     t0 = np.where(night, np.floor(t0 / 24) * 24 + rng.uniform(0, 5.5, e), t0)
     to_mule = (rng.random(e) < 0.3) & (rings is not None)
-    ring = rings.ring_at(rng, t0) if rings is not None else np.zeros(e, dtype=np.int64)
+    ring = rings.ring_for(rng, b, e) if rings is not None else np.zeros(e, dtype=np.int64)
     payee = rng.choice(w.external, e)
     if rings is not None:
-        payee = np.where(to_mule, rings.member(rng, ring, 1), payee)
+        payee = np.where(to_mule, rings.member(rng, ring, t0, 1), payee)
     ev, off = _bursts(rng, 1 + rng.binomial(2, 0.4, e), 0.25)
     n = len(ev)
     amount = np.exp(w.mu[victim][ev] + CHANNEL_OFFSET[TRANSFER] + rng.uniform(0.8, 2.6, n))
@@ -655,8 +670,8 @@ def _mule_victims(
     e = len(t0)
     victim = _customers(rng, w, b, e)
     t0 = np.floor(t0 / 24) * 24 + (w.peak_h[victim] + rng.normal(0, 2.0, e)) % 24
-    ring = rings.ring_at(rng, t0)
-    mule = rings.member(rng, ring, 1)
+    ring = rings.ring_for(rng, b, e)
+    mule = rings.member(rng, ring, t0, 1)
     ev, off = _bursts(rng, 1 + rng.binomial(2, 0.3, e), 30.0)  # the scam asks again a day later
     n = len(ev)
     amount = np.round(rng.lognormal(np.log(900), 0.9, n), 2)
@@ -692,7 +707,7 @@ def _mule_forwards(
         amount = amount * rng.uniform(0.88, 0.98, n)
         receiver = rng.choice(w.exchanges, n)
         receiver = np.where(cash, _draw(rng, w.atms, n), receiver)
-        receiver = np.where(onward, rings.member(rng, ring, 2), receiver)
+        receiver = np.where(onward, rings.member(rng, ring, t, 2), receiver)
         amount = np.where(cash, np.maximum(20.0, np.floor(amount / 20) * 20), np.round(amount, 2))
         rows.add(
             bank=_bank_of(w, mule), sender=mule, receiver=receiver, amount=amount, t=t,
@@ -772,6 +787,9 @@ def _legit(rng: np.random.Generator, w: _World, b: int, n: int, rows: _Rows) -> 
     amount = np.exp(
         w.mu[cust] + CHANNEL_OFFSET[ch] + MCC_OFFSET[mcc] + w.sigma[cust] * rng.normal(size=n)
     ) * np.exp(0.03 * t / SPAN_H)  # mild inflation over the range
+    to_biz = receiver[tr] < len(w.business)
+    to_biz[to_biz] = w.business[receiver[tr][to_biz]]
+    amount[tr[to_biz]] *= rng.lognormal(np.log(5), 0.6, int(to_biz.sum()))  # invoices
     # One-off large payments to new payees (car, deposit): the takeover look-alike.
     big = tr[rng.random(len(tr)) < 0.005]
     receiver[big] = np.where(
