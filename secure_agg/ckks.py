@@ -5,8 +5,8 @@ the weight fills the free slots of the last ciphertext (at least MIN_WEIGHT_COPI
 the banks average those copies after decryption, which divides the noise on the total weight, the
 one number every value of the mean is divided by. The operator, holding a public context without
 any key material, adds ciphertexts slot-wise; the banks decrypt the sum and divide by the total
-weight. The operator never sees an update, a
-weight or even the aggregate. See docs/threat-model.md for who learns what.
+weight. The operator never sees an update, a weight or even the aggregate. See
+docs/threat-model.md for who learns what.
 
 Magnitudes. Fresh ciphertexts are never rescaled, so a slot decrypts correctly while its value
 stays below 2^h, h = data_bits - 2 - scale_bits. Half of that headroom is split between up to
