@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 import fedfraud
@@ -132,13 +133,19 @@ class Federation:
             messages.append(Message(content, dst_node_id=node, message_type=message_type))
         replies = Replies()
         answered = set()
-        for reply in self.grid.send_and_receive(messages, timeout=self.round_timeout_s):
-            node = reply.metadata.src_node_id
+        received = self.grid.send_and_receive(messages, timeout=self.round_timeout_s)
+        # Flower sets message ids on push. Errors made by the SuperLink itself (a node that
+        # missed its heartbeats) come from node 0: find their node by the message replied to.
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        for reply in received:
+            node = sent.get(reply.metadata.reply_to_message_id) or reply.metadata.src_node_id
             answered.add(node)
             if reply.has_error():
                 replies.failures[f"node-{node}"] = reply.error.reason or f"error {reply.error.code}"
                 if reply.error.code == rm.BUDGET_ERROR_CODE:
                     replies.halted[node] = replies.failures[f"node-{node}"]
+                if reply.error.code == ErrorCode.NODE_UNAVAILABLE:  # missed its heartbeats
+                    replies.silent.add(node)
                 continue
             bank = str(reply.content[rm.BANK][rm.BANK_ID])
             replies.nodes[bank] = node

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedfraud import round_messages as rm
@@ -29,10 +30,11 @@ class OperatorKilled(Exception):
 class FakeGrid:
     """Banks answering with the plaintext backend: each adds (index + 1) to the global model."""
 
-    def __init__(self, banks: int = 3, kill_at: tuple[str, int] | None = None, silent=()):
+    def __init__(self, banks=3, kill_at: tuple[str, int] | None = None, silent=(), unavailable=()):
         self.nodes = {100 + i: f"bank-{i:02d}" for i in range(banks)}
         self.kill_at = kill_at
         self.silent = set(silent)  # nodes that never answer
+        self.unavailable = set(unavailable)  # nodes the SuperLink reports as gone
         self.sent: list[tuple[str, int, int]] = []  # (message type, round, node)
         self.agg = get("none", "client")
 
@@ -47,8 +49,11 @@ class FakeGrid:
             if self.kill_at == (kind, rnd):
                 raise OperatorKilled(f"killed at {kind} {rnd}")
             node = msg.metadata.dst_node_id
+            msg.metadata.__dict__["_message_id"] = f"m{len(self.sent)}"  # as Flower's push does
             self.sent.append((kind, rnd, node))
-            if node not in self.silent:
+            if node in self.unavailable:
+                replies.append(superlink_error(msg))
+            elif node not in self.silent:
                 replies.append(Message(self._answer(msg, self.nodes[node]), reply_to=msg))
         return replies
 
@@ -71,6 +76,13 @@ class FakeGrid:
         content[rm.UPDATE] = ConfigRecord(payload.to_record())
         content[rm.METRICS] = MetricRecord({"num_values": 4.0, "train_s": 0.0})
         return content
+
+
+def superlink_error(msg: Message) -> Message:
+    """What the SuperLink answers for a node that missed its heartbeats: an error from node 0."""
+    reply = Message(Error(ErrorCode.NODE_UNAVAILABLE, "Error: Node Unavailable"), reply_to=msg)
+    reply.metadata.__dict__["_src_node_id"] = 0
+    return reply
 
 
 @pytest.fixture(autouse=True)
@@ -174,3 +186,12 @@ def test_silent_node_completes_round_without_it_and_is_not_asked_to_evaluate(tmp
     record = results["rounds"][0]
     assert record["num_results"] == 2 and "node-102" in record["failures"]
     assert ("evaluate", 1, 102) not in grid.sent
+
+
+def test_node_reported_unavailable_is_named_and_not_asked_to_evaluate(tmp_path):
+    grid = FakeGrid(unavailable={101})
+    results = run_operator(grid, config(tmp_path / "run", rounds=1), {})
+    record = results["rounds"][0]
+    assert record["banks"] == ["bank-00", "bank-02"]
+    assert "Node Unavailable" in record["failures"]["node-101"]
+    assert ("evaluate", 1, 101) not in grid.sent

@@ -1,0 +1,148 @@
+"""What leaves a bank, byte for byte: the reply of the bank's own train handler, serialized into
+the objects its SuperNode pushes to the SuperLink. Under CKKS neither the bank's rows nor its
+plaintext update may appear in those bytes; the plaintext backend is the control that shows the
+search would find them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.task_identity import TaskIdentity
+
+import fl_client.app as client_app
+from fedfraud import round_messages as rm
+from fedfraud.config import RunConfig
+from fedfraud.data.store import read_bank
+from fl_client.bank import load_table
+from secure_agg import Payload, get
+from secure_agg.base import flatten
+
+BANK = "bank-00"
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+class Spy:
+    """Wraps the bank's aggregator to see the update it is asked to protect."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.protected: list[tuple[np.ndarray, float]] = []
+
+    def client_protect(self, update, weight, round):
+        self.protected.append((flatten(update), float(weight)))
+        return self.inner.client_protect(update, weight, round)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def wire_bytes(message: Message) -> bytes:
+    """Every object Flower pushes for this message (the message, its records, their arrays)."""
+    return b"".join(obj.deflate() for obj in get_all_nested_objects(message).values())
+
+
+def send(handler, banks, bank: str, config: RunConfig, options, kind: str, extra=None) -> Message:
+    content = RecordDict({rm.CONFIG: ConfigRecord({**config.to_run_config(), rm.ROUND: 1})})
+    for key, payload in (extra or {}).items():
+        content[key] = ConfigRecord(payload.to_record())
+    msg = Message(content, dst_node_id=1, message_type=kind)
+    node_config = {"data-path": str(banks / bank), "bank-id": bank, **options}
+    context = Context(1, 1, node_config, RecordDict(), {})
+    reply = handler(msg, context)
+    assert not reply.has_error(), reply.error
+    return reply
+
+
+def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy]:
+    """Run the stats stage for three banks and one train call for BANK; return what BANK sent."""
+    bank_options, server_options = {}, {}
+    if backend == "ckks":
+        from secure_agg.keys import init_keys
+
+        paths = init_keys(tmp_path / "keys")
+        bank_options = {"ckks-secret-context": str(paths.secret)}
+        server_options = {"ckks-public-context": str(paths.public)}
+    config = RunConfig(num_banks=3, num_rounds=1, secure_agg=backend, seed=3)
+    stats = {}
+    for bank in ("bank-00", "bank-01", "bank-02"):
+        reply = send(client_app.stats, banks, bank, config, bank_options, "query.stats")
+        stats[bank] = Payload.from_record(reply.content[rm.UPDATE])
+    scaler = get(backend, "server", server_options).server_aggregate(stats).payload
+
+    spy: list[Spy] = []
+
+    def spying_aggregator(cfg, options):
+        spy.append(Spy(real_aggregator(cfg, options)))
+        return spy[-1]
+
+    real_aggregator = client_app.aggregator
+    monkeypatch.setattr(client_app, "aggregator", spying_aggregator)
+    reply = send(client_app.train, banks, BANK, config, bank_options, "train", {rm.SCALER: scaler})
+    assert Payload.from_record(reply.content[rm.UPDATE]).backend == backend
+    return wire_bytes(reply), spy[-1]
+
+
+def float_windows(values: np.ndarray, dtype: str, width: int) -> list[bytes]:
+    """Byte strings of `width` consecutive values, from several places in `values`."""
+    raw = np.asarray(values, dtype=dtype).ravel()
+    starts = np.linspace(0, max(0, raw.size - width), num=min(40, raw.size), dtype=int)
+    return [raw[s : s + width].tobytes() for s in sorted(set(starts))]
+
+
+def row_patterns(banks) -> dict[str, list[bytes]]:
+    """Byte patterns of BANK's raw rows: 8+ bytes each, so chance matches in a megabyte of
+    ciphertext are ~1e-13 rather than the ~1e-4 of a lone float32."""
+    frame = read_bank(banks / BANK).head(200)
+    table = load_table(banks / BANK, BANK)
+    ids = np.concatenate([frame["sender"].to_numpy(), frame["receiver"].to_numpy()])
+    return {
+        "amount (float64)": [np.float64(a).tobytes() for a in frame["amount"]],
+        "amount pairs (float32)": float_windows(frame["amount"].to_numpy(), "<f4", 2),
+        "timestamp (float64)": [np.float64(t).tobytes() for t in frame["timestamp"]],
+        "account id (int64)": [np.int64(i).tobytes() for i in ids],
+        "account id (text)": [str(int(i)).encode() for i in ids if i >= 100_000],
+        "feature rows (float32)": [row.astype("<f4").tobytes() for row in table.x[:50]],
+    }
+
+
+def update_patterns(spy: Spy) -> dict[str, list[bytes]]:
+    update, weight = spy.protected[-1]
+    return {
+        "update (float32)": float_windows(update, "<f4", 2),
+        "weighted update (float32)": float_windows(update * weight, "<f4", 2),
+        "update (float64)": float_windows(update, "<f8", 1),
+        "weighted update (float64)": float_windows(update * weight, "<f8", 1),
+    }
+
+
+def found(blob: bytes, patterns: dict[str, list[bytes]]) -> dict[str, int]:
+    return {name: sum(p in blob for p in ps) for name, ps in patterns.items()}
+
+
+@pytest.mark.skipif("ckks" not in __import__("secure_agg").available(), reason="no CKKS backend")
+def test_ckks_bank_sends_neither_its_rows_nor_its_plaintext_update(
+    small_consortium, tmp_path, monkeypatch
+):
+    blob, spy = train_reply(small_consortium, tmp_path, "ckks", monkeypatch)
+    assert len(blob) > 50_000  # the ciphertexts are in there
+    assert set(found(blob, row_patterns(small_consortium)).values()) == {0}
+    assert set(found(blob, update_patterns(spy)).values()) == {0}
+
+
+def test_control_plaintext_bank_visibly_sends_its_update(small_consortium, tmp_path, monkeypatch):
+    # Proves the search above would catch a leak: "none" sends float32(weight * update).
+    blob, spy = train_reply(small_consortium, tmp_path, "none", monkeypatch)
+    hits = found(blob, update_patterns(spy))
+    assert hits["weighted update (float32)"] == len(
+        update_patterns(spy)["weighted update (float32)"]
+    )
+    # Rows never travel, whatever the backend (only the model does).
+    assert set(found(blob, row_patterns(small_consortium)).values()) == {0}
