@@ -164,6 +164,10 @@ def simulate(
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     no_baselines: Annotated[bool, typer.Option(help="Skip local-only/centralized.")] = False,
+    secure_agg_option: Annotated[
+        list[str] | None,
+        typer.Option(help="Backend option KEY=VALUE, repeatable (e.g. secagg-num-shares=5)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", help="Show Flower/Ray logs.")] = False,
 ) -> None:
     """Run a whole consortium locally (Flower simulation engine) plus baselines."""
@@ -187,6 +191,12 @@ def simulate(
             if data.suffix == ".parquet":
                 flags["data_format"] = "parquet"
     overrides = {k: v for k, v in flags.items() if v is not None}
+    options = {}
+    for item in secure_agg_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise FedfraudError(f"--secure-agg-option {item!r}: write KEY=VALUE")
+        options[key.strip()] = value.strip()
     cfg = RunConfig.from_toml(config, overrides) if config else RunConfig.from_mapping(overrides)
     if cfg.data_format in ("csv", "parquet", "paysim", "ulb") and cfg.data_path:
         cfg = cfg.replace(data_format=cfg.data_format)
@@ -214,7 +224,7 @@ def simulate(
             elif event == "baselines":
                 status.update("baselines: local-only per bank and centralized")
 
-        results = run(cfg, out, baselines=not no_baselines, progress=progress)
+        results = run(cfg, out, baselines=not no_baselines, progress=progress, options=options)
     _print_rows([summary_row(results, out.name)])
     console.print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
 

@@ -35,6 +35,7 @@ from fl_client.bank import (
     revealed_scaler,
 )
 from secure_agg import Payload
+from secure_agg.secaggplus import client_mod as secaggplus_mod
 
 log = logging.getLogger("fedfraud.client")
 app = ClientApp()
@@ -95,7 +96,9 @@ def _global_model(msg: Message, context: Context, config: RunConfig, node: BankN
     return table, inputs, model, agg, time.perf_counter() - start
 
 
-@app.train()
+# SecAgg+ runs every exchange (stats included) as Flower 'train' messages; its mod masks what
+# these functions return and leaves the other backends' messages alone.
+@app.train(mods=[secaggplus_mod({f"query.{rm.STATS}": stats})])
 @_handler
 def train(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
     """Train locally from the global model and send the protected, weighted new model."""

@@ -23,7 +23,7 @@ from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError, PayloadError
 from fedfraud.metrics import METRICS, json_safe, weighted_mean
 from fedfraud.privacy.operator import privacy_summary, round_privacy
-from secure_agg import Aggregate, Payload, SecureAggregator
+from secure_agg import Aggregate, Exchange, Payload, SecureAggregator, is_interactive
 
 log = logging.getLogger("fedfraud.server")
 
@@ -42,6 +42,7 @@ class Replies:
     nodes: dict[str, int] = field(default_factory=dict)  # bank -> the node it answered from
     silent: set[int] = field(default_factory=set)  # nodes that did not answer in time
     halted: dict[int, str] = field(default_factory=dict)  # node -> why its privacy budget is spent
+    exchange: Exchange | None = None  # set when an interactive backend ran its own protocol
 
     @property
     def num_results(self) -> int:
@@ -125,18 +126,29 @@ class Federation:
         config = ConfigRecord(
             {**self.shared_options, **self.config.to_run_config(), rm.ROUND: round_}
         )
-        messages = []
-        for node in nodes:
-            content = RecordDict({rm.CONFIG: config})
+
+        def content() -> RecordDict:
+            out = RecordDict({rm.CONFIG: config})
             for key, payload in extra.items():
-                content[key] = ConfigRecord(payload.to_record())
-            messages.append(Message(content, dst_node_id=node, message_type=message_type))
+                out[key] = ConfigRecord(payload.to_record())
+            return out
+
+        nodes = list(nodes)
         replies = Replies()
+        sent: dict[str, int] = {}
+        if is_interactive(self.aggregator) and message_type in ("train", f"query.{rm.STATS}"):
+            # SecAgg+: the backend runs its multi-message protocol and aggregates on the way.
+            replies.exchange = self.aggregator.server_exchange(
+                self.grid, nodes, message_type, content(), self.round_timeout_s
+            )
+            received = replies.exchange.replies
+        else:
+            messages = [Message(content(), dst_node_id=n, message_type=message_type) for n in nodes]
+            received = self.grid.send_and_receive(messages, timeout=self.round_timeout_s)
+            # Flower sets message ids on push. Errors made by the SuperLink itself (a node that
+            # missed its heartbeats) come from node 0: find their node by the message replied to.
+            sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         answered = set()
-        received = self.grid.send_and_receive(messages, timeout=self.round_timeout_s)
-        # Flower sets message ids on push. Errors made by the SuperLink itself (a node that
-        # missed its heartbeats) come from node 0: find their node by the message replied to.
-        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         for reply in received:
             node = sent.get(reply.metadata.reply_to_message_id) or reply.metadata.src_node_id
             answered.add(node)
@@ -166,15 +178,21 @@ class Federation:
 
     def _aggregate(self, replies: Replies, stage: str):
         """Securely aggregate, or stop the run when too few banks contributed."""
+        reasons = "; ".join(f"{w}: {r}" for w, r in replies.failures.items()) or "none"
+        if replies.exchange is not None and replies.exchange.aggregate is None:
+            # The backend's own protocol failed (Flower itself would only log it).
+            raise FederationError(f"{stage}: {replies.exchange.error} (failures: {reasons})")
         if len(replies.payloads) < self.config.min_banks:
-            reasons = "; ".join(f"{w}: {r}" for w, r in replies.failures.items()) or "none"
             raise FederationError(
                 f"{stage}: only {len(replies.payloads)} bank(s) answered, min-banks is "
                 f"{self.config.min_banks} (failures: {reasons})"
             )
         start = time.perf_counter()
-        agg = self.aggregator.server_aggregate(replies.payloads)
-        elapsed = time.perf_counter() - start
+        if replies.exchange is not None:  # aggregated inside the backend's own protocol
+            agg, elapsed = replies.exchange.aggregate, replies.exchange.aggregate_s
+        else:
+            agg = self.aggregator.server_aggregate(replies.payloads)
+            elapsed = time.perf_counter() - start
         for bank, why in agg.rejected.items():
             log.warning("%s: payload of %s rejected: %s", stage, bank, why)
             replies.failures[bank] = f"payload rejected: {why}"

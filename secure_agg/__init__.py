@@ -2,12 +2,28 @@
 
 from secure_agg.base import (
     Aggregate,
+    Exchange,
+    InteractiveAggregator,
     Payload,
     SecureAggregator,
     available,
     get,
+    is_interactive,
     provision,
     register,
+    validate,
 )
 
-__all__ = ["Aggregate", "Payload", "SecureAggregator", "available", "get", "provision", "register"]
+__all__ = [
+    "Aggregate",
+    "Exchange",
+    "InteractiveAggregator",
+    "Payload",
+    "SecureAggregator",
+    "available",
+    "get",
+    "is_interactive",
+    "provision",
+    "register",
+    "validate",
+]

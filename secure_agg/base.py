@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -120,24 +120,67 @@ class SecureAggregator(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One stats or training stage run by an interactive backend's own protocol."""
+
+    replies: Sequence[Any]  # one Flower reply per bank (content as a broadcast, or its error)
+    aggregate: Aggregate | None  # None when the protocol failed ...
+    error: str | None = None  # ... and why
+    aggregate_s: float = 0.0  # the operator's protocol time beyond the banks' own work
+
+
+@runtime_checkable
+class InteractiveAggregator(SecureAggregator, Protocol):
+    """A backend whose protocol needs several message rounds with the banks (SecAgg+): the
+    operator hands it a whole stage instead of calling `server_aggregate`."""
+
+    def server_exchange(
+        self,
+        grid: Any,
+        nodes: Sequence[int],
+        message_type: str,
+        content: Any,
+        timeout: float | None = None,
+    ) -> Exchange:
+        """Send `content` (a Flower RecordDict) to `nodes` for stage `message_type`, run the
+        protocol and return each bank's reply and the aggregate."""
+        ...
+
+
 Factory = Callable[[Role, Mapping[str, Any]], SecureAggregator]
 # Makes the key material a backend needs for a local simulation in `directory` and returns
 # the options that point the banks and the operator at it.
 Provisioner = Callable[[Path, int], dict[str, Any]]
+# Checks a backend's options before a run starts; raises ConfigError naming the fix.
+Validator = Callable[[Mapping[str, Any]], None]
 _REGISTRY: dict[str, Factory] = {}
 _PROVISIONERS: dict[str, Provisioner] = {}
+_VALIDATORS: dict[str, Validator] = {}
 
 
-def register(name: str, provision: Provisioner | None = None) -> Callable[[Factory], Factory]:
-    """Decorator adding a backend factory under `name` (and its simulation key provisioner)."""
+def register(
+    name: str, provision: Provisioner | None = None, validate: Validator | None = None
+) -> Callable[[Factory], Factory]:
+    """Decorator adding a backend factory under `name` (and its simulation key provisioner and
+    up-front option check)."""
 
     def deco(factory: Factory) -> Factory:
         _REGISTRY[name] = factory
         if provision is not None:
             _PROVISIONERS[name] = provision
+        if validate is not None:
+            _VALIDATORS[name] = validate
         return factory
 
     return deco
+
+
+def validate(name: str, options: Mapping[str, Any]) -> None:
+    """Check backend `name`'s options up front (before a simulation starts its engine)."""
+    _load_builtin_backends()
+    if name in _VALIDATORS:
+        _VALIDATORS[name](options)
 
 
 def provision(name: str, directory: Path, num_banks: int) -> dict[str, Any]:
@@ -162,6 +205,11 @@ def get(name: str, role: Role, options: Mapping[str, Any] | None = None) -> Secu
             f"unknown secure aggregation backend '{name}'; choose one of: {', '.join(available())}"
         )
     return _REGISTRY[name](role, dict(options or {}))
+
+
+def is_interactive(aggregator: SecureAggregator) -> bool:
+    """Whether the backend runs its own multi-message protocol (see InteractiveAggregator)."""
+    return isinstance(aggregator, InteractiveAggregator)
 
 
 def _load_builtin_backends() -> None:

@@ -6,7 +6,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from fedfraud.errors import ConfigError, DataError, FedfraudError
 from fedfraud.metrics import json_safe, score_metrics, typology_recall
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
 from fl_server.app import GLOBAL_MODEL_FILE, RESULTS_FILE
-from secure_agg import Payload, available, get, provision
+from secure_agg import Payload, available, get, provision, validate
 
 log = logging.getLogger("fedfraud.simulate")
 Progress = Callable[[str, dict[str, Any]], None]  # (event, details)
@@ -151,14 +151,21 @@ def analyse_final_model(
 
 
 def simulate(
-    config: RunConfig, out_dir: Path, baselines: bool = True, progress: Progress | None = None
+    config: RunConfig,
+    out_dir: Path,
+    baselines: bool = True,
+    progress: Progress | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Prepare data, run the federation and the baselines, write results.json and report.md."""
+    """Prepare data, run the federation and the baselines, write results.json and report.md.
+    `options` are the backend's run-config keys (e.g. secagg-num-shares), checked up front."""
     if config.secure_agg not in available():
         raise ConfigError(
             f"unknown secure aggregation backend '{config.secure_agg}'; choose one of: "
             f"{', '.join(available())}"
         )
+    options = dict(options or {})
+    validate(config.secure_agg, {**config.to_run_config(), **options})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -168,7 +175,7 @@ def simulate(
     if progress:
         progress("data", {"banks": {n: len(f) for n, f in frames.items()}})
     with tempfile.TemporaryDirectory(prefix="fedfraud-keys-") as keys_dir:
-        shared = provision(config.secure_agg, Path(keys_dir), config.num_banks)
+        shared = {**provision(config.secure_agg, Path(keys_dir), config.num_banks), **options}
         results = run_federation(config, shared, progress)
         results["analysis"] = analyse_final_model(config, out_dir, shared, tables)
     if baselines:
