@@ -124,7 +124,7 @@ class Federation:
     ) -> Replies:
         """Send one message per node and sort the replies."""
         config = ConfigRecord(
-            {**self.shared_options, **self.config.to_run_config(), rm.ROUND: round_}
+            {**self.config.to_run_config(), **self.shared_options, rm.ROUND: round_}
         )
 
         def content() -> RecordDict:

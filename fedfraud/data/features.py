@@ -86,7 +86,10 @@ def build_bank_table(
     cols["device_new"] = df["device_new"].to_numpy(np.float64)
     cols["log_geo_km"] = np.log1p(df["geo_km"].to_numpy(np.float64))
     for c in extra_feature_columns(df.columns):
-        cols[c] = df[c].to_numpy(np.float64)
+        # Signed log keeps heavy-tailed columns (balances, raw amounts) in a range where the
+        # consortium's secure moment aggregation cannot overflow; it is monotonic.
+        v = df[c].to_numpy(np.float64)
+        cols[c] = np.sign(v) * np.log1p(np.abs(v))
 
     src = dst = node_x = None
     node_names: tuple[str, ...] = ()

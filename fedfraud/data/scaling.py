@@ -57,9 +57,14 @@ def local_moments(table: BankTable) -> list[np.ndarray]:
     return [x.mean(0), (x**2).mean(0), node_x.mean(0), (node_x**2).mean(0)]
 
 
+# Weights only need to be proportional; a public divisor keeps weight x E[x^2] small enough for
+# every backend's value range (CKKS bounds |weight x value|) even for banks with millions of rows.
+MOMENT_WEIGHT_UNIT = 1024.0
+
+
 def moment_weight(table: BankTable) -> float:
-    """Weight of a bank's moments in the consortium mean: its number of training rows."""
-    return float(table.mask(TRAIN).sum())
+    """Weight of a bank's moments in the consortium mean: its training rows / 1024."""
+    return float(table.mask(TRAIN).sum()) / MOMENT_WEIGHT_UNIT
 
 
 def _std(mean: np.ndarray, sq: np.ndarray) -> np.ndarray:
