@@ -105,6 +105,61 @@ def keys_parties(
     console.print(f"[green]wrote[/] {parties} party key pairs and parties.json to {out}")
 
 
+@certs_app.command("init")
+def certs_init(
+    out: Annotated[Path, typer.Option(help="Output folder (keep it out of git).")] = Path(
+        "certs/generated"
+    ),
+    banks: Annotated[int, typer.Option(help="Node-auth keys for bank-00 .. bank-(N-1).")] = 3,
+    bank: Annotated[list[str] | None, typer.Option(help="A bank id (repeatable).")] = None,
+    san: Annotated[
+        str, typer.Option(help="Server certificate SANs.")
+    ] = "DNS:localhost,IP:127.0.0.1",
+    days: Annotated[int, typer.Option(help="Server certificate validity (days).")] = 397,
+    renew_server: Annotated[bool, typer.Option(help="Issue a new server certificate.")] = False,
+    rotate_banks: Annotated[bool, typer.Option(help="Replace the named banks' keys.")] = False,
+) -> None:
+    """Consortium CA, SuperLink TLS certificate and per-bank SuperNode auth keys
+    (runs certs/generate.sh; existing files are kept)."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "certs" / "generate.sh"
+    if not script.is_file():
+        raise FedfraudError(f"{script} not found; run this from a fedfraud source checkout")
+    cmd = ["bash", str(script), "--out", str(out), "--san", san, "--days", str(days)]
+    cmd += [a for b in bank or [] for a in ("--bank", b)] or ["--banks", str(banks)]
+    cmd += ["--renew-server"] * renew_server + ["--rotate-banks"] * rotate_banks
+    done = subprocess.run(cmd, env={**os.environ, "PYTHON": sys.executable}, check=False)
+    if done.returncode != 0:
+        raise FedfraudError(f"certs/generate.sh failed (exit {done.returncode}); see above")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[Path, typer.Argument(help="An audit.jsonl written by the operator.")],
+    head: Annotated[
+        str | None, typer.Option(help="SHA-256 the last entry must have (kept out of band).")
+    ] = None,
+) -> None:
+    """Verify the hash chain; exit 2 naming the first edited, dropped or reordered entry."""
+    from fedfraud.audit import Head, verify
+
+    anchors = []
+    # The operator's checkpoint records the entry it follows: a log cut short fails on it.
+    state = file.parent / "checkpoint" / "state.json"
+    if state.is_file():
+        saved = json.loads(state.read_text()).get("audit") or {}
+        if saved.get("entries"):
+            anchors.append(Head(int(saved["entries"]), str(saved["sha256"])))
+    result = verify(file, head=head, anchors=anchors)
+    console.print(
+        f"[green]ok[/]: {result.entries} entries, chain intact; head sha256 {result.sha256}"
+        + (f" (matches {state})" if anchors else ""),
+        soft_wrap=True,
+    )
+
+
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Run folder for results.json, report.md, plots.")],
