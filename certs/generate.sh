@@ -9,27 +9,29 @@
 set -euo pipefail
 
 OUT="certs/generated"
-BANKS=3
+BANKS=""        # default: 3 when the folder is new, else none (re-runs add nothing unasked)
 BANK_IDS=()
 SANS="DNS:localhost,IP:127.0.0.1"
 DAYS=397        # server certificate lifetime (the browser-industry maximum; rotate yearly)
 CA_DAYS=1825    # CA lifetime
 FORCE_SERVER=0
 FORCE_BANKS=0
+KEYS_ONLY=0
 
 usage() {
   cat <<'EOF'
 usage: certs/generate.sh [--out DIR] [--banks N | --bank ID ...] [--san LIST] [--days D]
-                         [--renew-server] [--rotate-banks]
+                         [--renew-server] [--rotate-banks] [--bank-keys-only]
 
   --out DIR        output folder (default certs/generated, ignored by git)
-  --banks N        make node-auth keys for bank-00 .. bank-(N-1) (default 3)
+  --banks N        make node-auth keys for bank-00 .. bank-(N-1) (default: 3 on a new folder)
   --bank ID        make a node-auth key for bank ID (repeatable; replaces --banks)
   --san LIST       server certificate subjectAltNames, openssl syntax
                    (default "DNS:localhost,IP:127.0.0.1"; e.g. "DNS:fl.consortium.example")
   --days D         server certificate validity in days (default 397)
   --renew-server   issue a new server key + certificate even if one exists (same CA)
   --rotate-banks   replace the key pairs of the named banks (re-register them afterwards)
+  --bank-keys-only only make node-auth key pairs (a bank making its own: no CA, no server cert)
 EOF
 }
 
@@ -42,12 +44,16 @@ while [[ $# -gt 0 ]]; do
     --days) DAYS="$2"; shift 2 ;;
     --renew-server) FORCE_SERVER=1; shift ;;
     --rotate-banks) FORCE_BANKS=1; shift ;;
+    --bank-keys-only) KEYS_ONLY=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option '$1'; see certs/generate.sh --help" >&2; exit 2 ;;
   esac
 done
 
 command -v openssl >/dev/null || { echo "error: openssl not found; install it (apt-get install openssl)" >&2; exit 2; }
+if [[ -z "$BANKS" ]]; then
+  if [[ -f "$OUT/ca.crt" || $KEYS_ONLY == 1 ]]; then BANKS=0; else BANKS=3; fi
+fi
 if ! [[ "$BANKS" =~ ^[0-9]+$ ]]; then
   echo "error: --banks must be a whole number, got '$BANKS'" >&2; exit 2
 fi
@@ -67,7 +73,7 @@ TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
 # --- consortium CA -------------------------------------------------------------------------
-if [[ ! -f "$OUT/ca.key" || ! -f "$OUT/ca.crt" ]]; then
+if [[ $KEYS_ONLY == 0 && ( ! -f "$OUT/ca.key" || ! -f "$OUT/ca.crt" ) ]]; then
   openssl ecparam -name secp384r1 -genkey -noout -out "$OUT/ca.key"
   openssl req -x509 -new -key "$OUT/ca.key" -sha384 -days "$CA_DAYS" \
     -subj "/O=fedfraud consortium/CN=fedfraud consortium CA" \
@@ -80,7 +86,7 @@ if [[ ! -f "$OUT/ca.key" || ! -f "$OUT/ca.crt" ]]; then
 fi
 
 # --- SuperLink TLS certificate -------------------------------------------------------------
-if [[ $FORCE_SERVER == 1 || ! -f "$OUT/server.key" || ! -f "$OUT/server.pem" ]]; then
+if [[ $KEYS_ONLY == 0 && ( $FORCE_SERVER == 1 || ! -f "$OUT/server.key" || ! -f "$OUT/server.pem" ) ]]; then
   openssl ecparam -name secp384r1 -genkey -noout -out "$TMP/server.key"
   openssl req -new -key "$TMP/server.key" -sha384 \
     -subj "/O=fedfraud consortium/CN=fedfraud SuperLink" -out "$TMP/server.csr"
@@ -136,16 +142,20 @@ for id in "${BANK_IDS[@]}"; do
   mv "$TMP/node" "$key"
   mv "$TMP/node.pub" "$dir/node-auth.pub"
   chmod 644 "$dir/node-auth.pub"
-  cp "$OUT/ca.crt" "$dir/ca.crt"
-  chmod 644 "$dir/ca.crt"
+  if [[ -f "$OUT/ca.crt" ]]; then
+    cp "$OUT/ca.crt" "$dir/ca.crt"
+    chmod 644 "$dir/ca.crt"
+  fi
   echo "made node-auth key pair for $id: $key (+ node-auth.pub to register)"
 done
 
 # Fingerprints to compare out of band (phone, signed e-mail) when files change hands.
 {
   echo "# SHA-256 fingerprints (compare out of band before trusting a file)"
-  echo "ca.crt $(openssl x509 -in "$OUT/ca.crt" -noout -fingerprint -sha256 | cut -d= -f2)"
-  echo "server.pem $(openssl x509 -in "$OUT/server.pem" -noout -fingerprint -sha256 | cut -d= -f2)"
+  for cert in ca.crt server.pem; do
+    [[ -f "$OUT/$cert" ]] || continue
+    echo "$cert $(openssl x509 -in "$OUT/$cert" -noout -fingerprint -sha256 | cut -d= -f2)"
+  done
   for pub in "$OUT"/*/node-auth.pub; do
     [[ -f "$pub" ]] || continue
     echo "$(basename "$(dirname "$pub")")/node-auth.pub $(sha256sum "$pub" | cut -d' ' -f1)"
