@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/fedfraud simulate --banks 5 --rounds 8 --secure-agg none --out $(DEMO_OUT)
+	$(BIN)/fedfraud simulate --config simulations/demo.toml --out $(DEMO_OUT)
 
 test: install
 	$(BIN)/python -m pytest -q -ra
