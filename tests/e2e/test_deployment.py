@@ -1,0 +1,224 @@
+"""End to end on localhost: a real `flower-superlink` with TLS and SuperNode authentication,
+three real `flower-supernode` banks with their own auth keys, and the fedfraud app started
+with `flwr run` — the way docs/operator-guide.md and docs/bank-guide.md deploy it.
+
+One deployment serves the whole module (starting Flower processes costs seconds each); the
+tests that kill processes run last and restore what they kill, or kill what no later test needs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import secure_agg
+from fedfraud.audit import verify
+from fedfraud.data.store import write_banks
+from tests.conftest import random_bank
+from tests.e2e.deployment import ROOT, Deployment, wait_for
+
+pytestmark = pytest.mark.e2e
+
+BANKS = ("bank-00", "bank-01", "bank-02")
+BACKEND = "ckks" if "ckks" in secure_agg.available() else "none"
+# Generous: each message starts a fresh ClientApp process per bank (~10-30 s a stage on 2 busy
+# cores). The bank-killed test sets its own, shorter timeout, since it waits for it once.
+ROUND_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory) -> Path:
+    """Three banks' data folders plus certificates and (for CKKS) key files, as each party
+    would hold them: banks/<id>/ for a bank, operator/ for the operator."""
+    root = tmp_path_factory.mktemp("consortium")
+    rng = np.random.default_rng(7)
+    frames = {b: random_bank(rng, 3000, 100_000 * (i + 1)) for i, b in enumerate(BANKS)}
+    write_banks(frames, root / "banks")
+    subprocess.run(
+        ["bash", str(ROOT / "certs" / "generate.sh"), "--out", str(root / "certs"), "--banks", "4"],
+        check=True,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+    )
+    (root / "operator").mkdir()
+    if BACKEND == "ckks":
+        from secure_agg.keys import init_keys
+
+        # The banks make the key set; the operator only ever receives the public context.
+        paths = init_keys(root / "bank-keys")
+        shutil.copy(paths.public, root / "operator" / paths.public.name)
+    return root
+
+
+def node_config(consortium: Path, bank: str) -> dict[str, str]:
+    config = {"data-path": str(consortium / "banks" / bank), "bank-id": bank}
+    if BACKEND == "ckks":
+        config["ckks-secret-context"] = str(consortium / "bank-keys" / "bank-secret.ckks")
+    return config
+
+
+@pytest.fixture(scope="module")
+def deployment(consortium, tmp_path_factory):
+    dep = Deployment(tmp_path_factory.mktemp("deployment"), consortium / "certs")
+    try:
+        dep.start_superlink()
+        for bank in BANKS:
+            dep.node_ids[bank] = dep.register(consortium / "certs" / bank / "node-auth.pub")
+        for bank in BANKS:
+            dep.start_supernode(
+                bank, consortium / "certs" / bank / "node-auth.key", node_config(consortium, bank)
+            )
+        wait_for(
+            "three banks online", lambda: dep.online_nodes() >= set(dep.node_ids.values()), 90, 1.0
+        )
+        yield dep
+    finally:
+        dep.stop()
+
+
+def run_config(consortium: Path, out: Path, rounds: int, **extra) -> dict[str, object]:
+    return {
+        "num-banks": 3,
+        "num-rounds": rounds,
+        "min-banks": 2,
+        "round-timeout": ROUND_TIMEOUT,
+        "secure-agg": BACKEND,
+        "keys-dir": str(consortium / "operator"),
+        "out-dir": str(out),
+        **extra,
+    }
+
+
+def finish(dep: Deployment, name: str, out: Path, timeout: float = 300) -> dict:
+    """Wait for `flwr run` to end and return the run's results.json."""
+    dep.procs[name].wait(timeout=timeout)
+    assert (out / "results.json").exists(), dep.log(name)[-4000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def completed_rounds(out: Path) -> int:
+    state = out / "checkpoint" / "state.json"
+    return json.loads(state.read_text())["completed_rounds"] if state.exists() else -1
+
+
+def test_unregistered_node_is_rejected(deployment, consortium):
+    node = deployment.start_supernode(
+        "intruder",
+        consortium / "certs" / "bank-03" / "node-auth.key",  # made, never registered
+        node_config(consortium, "bank-00"),
+    )
+    assert node.wait(timeout=60) != 0
+    assert "Failed to activate SuperNode" in deployment.log("intruder")
+    assert deployment.online_nodes() == set(deployment.node_ids.values())
+
+
+def test_node_that_does_not_trust_the_consortium_ca_cannot_connect(
+    deployment, consortium, tmp_path
+):
+    subprocess.run(
+        [
+            "bash",
+            str(ROOT / "certs" / "generate.sh"),
+            "--out",
+            str(tmp_path / "rogue"),
+            "--banks",
+            "0",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    node = deployment.start_supernode(
+        "wrong-ca",
+        consortium / "certs" / "bank-00" / "node-auth.key",
+        node_config(consortium, "bank-00"),
+        ca=tmp_path / "rogue" / "ca.crt",
+    )
+    assert node.wait(timeout=60) != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in deployment.log("wrong-ca")
+
+
+@pytest.fixture(scope="module")
+def restarted_run(deployment, consortium, tmp_path_factory):
+    """A two-round run whose operator is killed (SuperLink, its SuperExec and ServerApp, and the
+    flwr CLI) right after round 1's checkpoint, then restarted with resume=true. One run serves
+    the results and the resume tests: each run costs a minute or more of Flower processes."""
+    out = tmp_path_factory.mktemp("restarted-run") / "run"
+    config = run_config(consortium, out, rounds=2)
+    deployment.run("run-killed", config)
+    wait_for("round 1 checkpoint", lambda: completed_rounds(out) >= 1, 300, 0.2)
+    saved = json.loads((out / "checkpoint" / "state.json").read_text())
+    deployment.kill("superlink")
+    deployment.kill("run-killed")
+    assert completed_rounds(out) == 1, "round 2 finished before the kill; nothing to resume"
+
+    deployment.start_superlink()  # same database: registrations survive
+    banks = set(deployment.node_ids.values())
+    wait_for("banks back online", lambda: deployment.online_nodes() >= banks, 90, 1.0)
+    deployment.run("run-resumed", {**config, "resume": True})
+    return out, saved, finish(deployment, "run-resumed", out)
+
+
+def test_two_rounds_over_tls_with_authenticated_banks_write_results_and_model(
+    deployment, restarted_run
+):
+    out, _, results = restarted_run
+    assert results["secure_agg"] == BACKEND
+    assert [r["num_results"] for r in results["rounds"]] == [3, 3]
+    assert set(results["final"]["per_bank"]) == set(BANKS)
+    assert (out / "global_model.payload").stat().st_size > 0
+    nodes = {b: str(n) for b, n in deployment.node_ids.items()}
+    assert all(r["nodes"] == nodes for r in results["rounds"])  # the registered identities
+    cli = subprocess.run(
+        [sys.executable, "-m", "fedfraud.cli", "audit", "verify", str(out / "audit.jsonl")],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+
+
+def test_operator_killed_after_round_one_resumes_without_losing_it(restarted_run):
+    out, saved, results = restarted_run
+    assert [r["round"] for r in results["rounds"]] == [1, 2]
+    assert results["resumed_after_round"] == 1
+    assert results["rounds"][0] == saved["state"]["rounds"][0]  # round 1 kept, not redone
+    entries = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in entries] == ["start", "stats", "round", "resume", "round", "finish"]
+    assert entries[3]["completed_rounds"] == 1
+    verify(out / "audit.jsonl")
+
+
+def test_bank_killed_mid_round_the_round_completes_with_the_rest(
+    deployment, consortium, restarted_run, tmp_path
+):
+    # Waiting for the dead bank costs one round-timeout: set it from the stages this deployment
+    # just ran (busy CI machines are slower), with a floor.
+    stages = [s for r in restarted_run[2]["rounds"] for s in (r["wall_s"], r["eval_s"])]
+    timeout = max(30.0, 2.5 * max(stages))
+    out = tmp_path / "run"
+    victim = "bank-02"
+    seen = deployment.log(victim).count("Receiving: train message")
+    deployment.run(
+        "run-node-killed", run_config(consortium, out, rounds=1, **{"round-timeout": timeout})
+    )
+    # Kill the bank once it has received its training instruction and before it answers.
+    wait_for(
+        f"{victim} to receive a train message",
+        lambda: deployment.log(victim).count("Receiving: train message") > seen,
+        300,
+        0.1,
+    )
+    deployment.kill(victim)
+    results = finish(deployment, "run-node-killed", out)
+
+    record = results["rounds"][0]
+    assert record["num_results"] == 2
+    assert victim not in record["banks"]
+    why = record["failures"][f"node-{deployment.node_ids[victim]}"]
+    assert "no reply" in why or "Node Unavailable" in why
+    assert set(results["final"]["per_bank"]) == {"bank-00", "bank-01"}
