@@ -110,7 +110,9 @@ def certs_init(
     out: Annotated[Path, typer.Option(help="Output folder (keep it out of git).")] = Path(
         "certs/generated"
     ),
-    banks: Annotated[int, typer.Option(help="Node-auth keys for bank-00 .. bank-(N-1).")] = 3,
+    banks: Annotated[
+        int, typer.Option(help="Node-auth keys for bank-00 .. bank-(N-1) (default: 3 if new).")
+    ] = -1,
     bank: Annotated[list[str] | None, typer.Option(help="A bank id (repeatable).")] = None,
     san: Annotated[
         str, typer.Option(help="Server certificate SANs.")
@@ -118,6 +120,9 @@ def certs_init(
     days: Annotated[int, typer.Option(help="Server certificate validity (days).")] = 397,
     renew_server: Annotated[bool, typer.Option(help="Issue a new server certificate.")] = False,
     rotate_banks: Annotated[bool, typer.Option(help="Replace the named banks' keys.")] = False,
+    bank_keys_only: Annotated[
+        bool, typer.Option(help="Only node-auth keys (a bank making its own pair).")
+    ] = False,
 ) -> None:
     """Consortium CA, SuperLink TLS certificate and per-bank SuperNode auth keys
     (runs certs/generate.sh; existing files are kept)."""
@@ -128,8 +133,12 @@ def certs_init(
     if not script.is_file():
         raise FedfraudError(f"{script} not found; run this from a fedfraud source checkout")
     cmd = ["bash", str(script), "--out", str(out), "--san", san, "--days", str(days)]
-    cmd += [a for b in bank or [] for a in ("--bank", b)] or ["--banks", str(banks)]
+    if bank:
+        cmd += [a for b in bank for a in ("--bank", b)]
+    elif banks >= 0:
+        cmd += ["--banks", str(banks)]
     cmd += ["--renew-server"] * renew_server + ["--rotate-banks"] * rotate_banks
+    cmd += ["--bank-keys-only"] * bank_keys_only
     done = subprocess.run(cmd, env={**os.environ, "PYTHON": sys.executable}, check=False)
     if done.returncode != 0:
         raise FedfraudError(f"certs/generate.sh failed (exit {done.returncode}); see above")
