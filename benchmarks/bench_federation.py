@@ -49,14 +49,18 @@ def main() -> None:
             fed = res["final"]["pr_auc"]
             local = res["baselines"]["local_only"]["mean_pr_auc"]
             central = res["baselines"]["centralized"]["pr_auc"]
+            same = res["baselines"]["centralized_same_features"]["pr_auc"]
             runs[model] = {
                 "federated_pr_auc": fed,
                 "local_only_mean_pr_auc": local,
                 "centralized_pr_auc": central,
+                "centralized_same_features_pr_auc": same,
                 "fed_over_centralized": fed / central,
+                "fed_over_centralized_same_features": fed / same,
                 "fed_minus_local": fed - local,
                 "targets_met": {
                     "fed >= 0.97 x centralized": fed >= 0.97 * central,
+                    "fed >= 0.97 x centralized (same features)": fed >= 0.97 * same,
                     "fed >= local + 0.10": fed >= local + 0.10,
                 },
                 "federated_typology_recall": res["analysis"].get("typology_recall", {}),

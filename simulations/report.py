@@ -81,6 +81,9 @@ def plot_convergence(results: dict[str, Any], path: Path) -> None:
         ax.axhline(base["local_only"]["mean_pr_auc"], ls="--", c="tab:red", label="local-only mean")
     if base.get("centralized", {}).get("pr_auc") is not None:
         ax.axhline(base["centralized"]["pr_auc"], ls=":", c="tab:green", label="centralized")
+    same = base.get("centralized_same_features", {}).get("pr_auc")
+    if same is not None:
+        ax.axhline(same, ls="-.", c="tab:olive", label="centralized, same features")
     ax.set_xlabel("round")
     ax.set_ylabel("PR-AUC (test, weighted)")
     ax.set_ylim(0, 1)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedfraud.baselines import centralized, local_only
+from fedfraud.baselines import centralized, centralized_same_features, local_only
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, BankTable, build_bank_table
 from fedfraud.data.scaling import Scaler, local_moments, moment_weight
@@ -182,7 +182,11 @@ def simulate(
         if progress:
             progress("baselines", {})
         local = local_only(config, tables)
-        results["baselines"] = {"local_only": local, "centralized": centralized(config, frames)}
+        results["baselines"] = {
+            "local_only": local,
+            "centralized": centralized(config, frames),
+            "centralized_same_features": centralized_same_features(config, tables),
+        }
     results["timing"]["simulate_total_s"] = time.perf_counter() - start
     results["data"] = (
         json.loads((data_dir / MANIFEST_FILE).read_text())

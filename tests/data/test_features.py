@@ -49,3 +49,15 @@ def test_table_without_accounts_has_no_graph():
     table = build_bank_table(random_bank(rng, 500, 0, accounts=False), "b")
     assert table.src is None and table.node_x is None
     assert isinstance(table.x, np.ndarray) and not pd.isna(table.x).any()
+
+
+def test_union_of_tables_keeps_each_bank_graph_disjoint():
+    from fedfraud.baselines import union_of_tables
+
+    rng = np.random.default_rng(4)
+    a, b = (build_bank_table(random_bank(rng, 400, 0), n) for n in ("a", "b"))
+    u = union_of_tables([a, b])
+    na = a.node_x.shape[0]
+    assert u.x.shape[0] == a.x.shape[0] + b.x.shape[0]
+    assert u.src[: len(a.src)].max() < na <= u.src[len(a.src) :].min()
+    np.testing.assert_array_equal(u.dst[len(a.dst) :] - na, b.dst)
