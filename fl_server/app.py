@@ -72,8 +72,12 @@ def make_server_app(
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_mapping(context.run_config)
+        progress = on_round
+        if progress is None and config is None:  # `flwr run`: progress in the streamed log
+            _show_progress_log()
+            progress = _log_round(cfg)
         try:
-            results = run_operator(grid, cfg, context.run_config, on_round, shared_options)
+            results = run_operator(grid, cfg, context.run_config, progress, shared_options)
         except Exception as exc:
             if outcome is not None:
                 outcome["error"] = exc
@@ -82,6 +86,29 @@ def make_server_app(
             outcome["results"] = results
 
     return server_app
+
+
+def _show_progress_log() -> None:
+    # The ServerApp process's root logger is streamed to `flwr run --stream` / `flwr log`.
+    logging.getLogger("fedfraud").setLevel(logging.INFO)
+
+
+def _log_round(config: RunConfig) -> RoundCallback:
+    def log_round(record: dict[str, Any]) -> None:
+        pr_auc = record.get("metrics", {}).get("pr_auc")
+        log.info(
+            "round %d/%d: %d bank(s) aggregated, %d failure(s), %.1f s train+aggregate, "
+            "%.1f s evaluate, PR-AUC %s",
+            record["round"],
+            config.num_rounds,
+            record["num_results"],
+            record["num_failures"],
+            record["wall_s"],
+            record.get("eval_s", 0.0),
+            f"{pr_auc:.3f}" if isinstance(pr_auc, float) else "n/a",
+        )
+
+    return log_round
 
 
 app = make_server_app()
