@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench certs clean
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_federation.py
+
+# Consortium CA, SuperLink certificate and 3 banks' node-auth keys into certs/generated/ (git-ignored);
+# see certs/README.md and docs/operator-guide.md. Existing files are kept.
+certs:
+	certs/generate.sh --out certs/generated
 
 clean:
 	rm -rf $(VENV) runs
