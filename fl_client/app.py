@@ -34,8 +34,7 @@ from fl_client.bank import (
     payload_digest,
     revealed_scaler,
 )
-from secure_agg import Payload
-from secure_agg.secaggplus import client_mod as secaggplus_mod
+from secure_agg import Payload, secaggplus
 
 log = logging.getLogger("fedfraud.client")
 app = ClientApp()
@@ -98,7 +97,7 @@ def _global_model(msg: Message, context: Context, config: RunConfig, node: BankN
 
 # SecAgg+ runs every exchange (stats included) as Flower 'train' messages; its mod masks what
 # these functions return and leaves the other backends' messages alone.
-@app.train(mods=[secaggplus_mod({f"query.{rm.STATS}": stats})])
+@app.train(mods=[secaggplus.client_mod({f"query.{rm.STATS}": stats})])
 @_handler
 def train(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
     """Train locally from the global model and send the protected, weighted new model."""

@@ -92,6 +92,7 @@ class SecAggPlusSettings:
     stats_clipping_range: float = 256.0  # [secagg-stats-clipping-range] same, feature moments
     quantization_range: int = 0  # [secagg-quantization-range] 0: largest 2^k, n * 2^k < M
     modulus_range: int = MAX_MODULUS  # [secagg-modulus-range] M, a power of two
+    exact: bool = False  # [secagg-exact] two digits for every value in every round (2x bytes)
     max_weight: float = DEFAULT_MAX_WEIGHT  # [secagg-max-weight] public bound W on a weight
 
     @classmethod
@@ -116,6 +117,7 @@ class SecAggPlusSettings:
             ),
             quantization_range=number("secagg-quantization-range", 0, int),
             modulus_range=number("secagg-modulus-range", MAX_MODULUS, int),
+            exact=_flag(options.get("secagg-exact", False), "secagg-exact"),
             max_weight=number("secagg-max-weight", DEFAULT_MAX_WEIGHT, float),
         )
         settings.check(settings.num_banks)
@@ -283,7 +285,7 @@ class SecAggPlusAggregator:
         if rm.GLOBAL not in content:
             return s.max_weight, s.clipping_range, ALL
         previous = float(_decode(Payload.from_record(content[rm.GLOBAL]))[-1])
-        return min(2.0 * previous, s.max_weight), s.clipping_range, 1
+        return min(2.0 * previous, s.max_weight), s.clipping_range, ALL if s.exact else 1
 
 
 def _split_digits(vector: np.ndarray, tail: int, step: float, clip: float) -> np.ndarray:
@@ -305,6 +307,16 @@ def _join_digits(total: np.ndarray, tail: int, unscale: float) -> np.ndarray:
     out = total[: total.size - k].copy()
     out[out.size - k :] += total[total.size - k :] * unscale
     return out
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("1", "true", "yes"):
+        return True
+    if str(value).strip().lower() in ("0", "false", "no", ""):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
 def _largest_power_of_two(limit: int) -> int:

@@ -280,6 +280,7 @@ def test_masked_replies_carry_no_clear_update_and_bytes_are_counted(exchanges):
         ({"secagg-quantization-range": 2**30}, "use at most 536870912"),
         ({"secagg-clipping-range": 0}, "positive"),
         ({"secagg-num-shares": "three"}, "must be a number"),
+        ({"secagg-exact": "maybe"}, "true or false"),
     ],
 )
 def test_bad_settings_are_refused_with_the_fix(options, fix):
@@ -436,3 +437,34 @@ def test_bank_payload_names_its_vector_but_carries_no_values():
     agg = SecAggPlusAggregator("client", SecAggPlusSettings(num_banks=BANKS))
     payload = agg.client_protect(bank_update(0, 1), ROWS[0], round=1)
     assert payload.chunks == () and payload.nbytes() < 100
+
+
+def test_flower_app_declares_the_secagg_options_with_the_backend_defaults():
+    # Flower rejects `flwr run --run-config` keys the app does not declare.
+    import tomllib
+    from dataclasses import fields
+
+    root = Path(__file__).resolve().parents[2]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    validate("secagg+", declared)
+    settings = SecAggPlusSettings.from_options(declared)
+    defaults = SecAggPlusSettings(num_banks=settings.num_banks)
+    assert all(getattr(settings, f.name) == getattr(defaults, f.name) for f in fields(defaults))
+
+
+def test_federation_stops_with_the_reason_when_the_protocol_fails():
+    from fedfraud.config import RunConfig
+    from fl_server.federation import Federation, FederationError
+    from secure_agg import Exchange
+
+    class Stopped(SecAggPlusAggregator):
+        def server_exchange(self, grid, nodes, message_type, content, timeout=None):
+            return Exchange((), None, "SecAgg+ stopped in its unmask stage: 1 of 3 banks answered")
+
+    cfg = RunConfig(num_banks=3)
+    fed = Federation(None, cfg, Stopped("server", SecAggPlusSettings(num_banks=3)))
+    replies = fed.broadcast([1, 2, 3], "train", 1, {})
+    with pytest.raises(
+        FederationError, match=r"round 1: SecAgg\+ stopped in its unmask stage.*node-1"
+    ):
+        fed._aggregate(replies, "round 1")
