@@ -277,6 +277,87 @@ def report(
         out.write_text(markdown_table(rows) + "\n")
 
 
+@app.command()
+def score(
+    run: Annotated[Path, typer.Argument(help="Run folder (model.pt + model.json).")],
+    data: Annotated[Path, typer.Option(help="This bank's folder; its transactions are history.")],
+    input: Annotated[
+        str, typer.Argument(help="CSV/Parquet file, or - for JSON lines on stdin.")
+    ] = "-",
+    target_fpr: Annotated[
+        float, typer.Option(help="Alert threshold for this FPR on the bank's validation split.")
+    ] = 0.01,
+    quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (MLP).")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Write a .csv/.parquet here (default: JSON lines).")
+    ] = None,
+) -> None:
+    """Score transactions: fraud probability and alert decision, one per transaction."""
+    from fedfraud.scoring import Scorer, read_transactions, score_json_lines
+
+    if out is not None and out.suffix not in (".csv", ".parquet"):
+        raise FedfraudError(f"--out {out}: use a .csv or .parquet file name")
+    frame = read_transactions(Path(input)) if input != "-" else None
+    import torch
+
+    torch.set_num_threads(1)  # one transaction at a time: threads only add overhead
+    scorer = Scorer(run, data, target_fpr, quantize)
+    if frame is not None:
+        scored = scorer.score_frame(frame)
+        alerts, total = int((scored["decision"] == "alert").sum()), len(scored)
+        if out is None:
+            for row in scored.to_dict("records"):
+                sys.stdout.write(json.dumps(row, default=str) + "\n")
+        elif out.suffix == ".parquet":
+            scored.to_parquet(out, index=False)
+        else:
+            scored.to_csv(out, index=False)
+    else:
+        alerts = total = 0
+        for result in score_json_lines(scorer, sys.stdin):
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+            total, alerts = total + 1, alerts + (result["decision"] == "alert")
+    t = scorer.threshold
+    err_console.print(
+        f"scored {total} transactions: {alerts} alerts (threshold {t.value:.4f} for target FPR "
+        f"{t.target_fpr:.2%}; on {scorer.bank}'s validation split: FPR {t.val_fpr:.2%}, recall "
+        f"{_num(t.val_recall)})" + (f"; wrote {out}" if out else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder (model.pt + model.json).")],
+    data: Annotated[Path, typer.Option(help="This bank's folder; its transactions are history.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    target_fpr: Annotated[
+        float, typer.Option(help="Alert threshold for this FPR on the bank's validation split.")
+    ] = 0.01,
+    quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (MLP).")] = False,
+) -> None:
+    """Real-time scoring service: POST /score, POST /score/batch, GET /health (FastAPI)."""
+    import torch
+    import uvicorn
+
+    from fedfraud.scoring import Scorer
+    from fedfraud.serve import create_app
+
+    torch.set_num_threads(1)
+    scorer = Scorer(run, data, target_fpr, quantize)
+    t = scorer.threshold
+    console.print(
+        f"[bold]fedfraud serve[/]: {scorer.card.model} for {scorer.bank} "
+        f"({scorer.history_size:,} transactions of history), threshold {t.value:.4f} "
+        f"(validation FPR {t.val_fpr:.2%}); http://{host}:{port}/docs",
+        soft_wrap=True,
+    )
+    uvicorn.run(create_app(scorer), host=host, port=port, log_level="warning")
+
+
 def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "–"
 

@@ -22,6 +22,7 @@ from fedfraud.data.schema import has_accounts, require_fraud
 from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
 from fedfraud.metrics import json_safe, score_metrics, typology_recall
+from fedfraud.run_model import save_model_card
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
 from fl_server.app import GLOBAL_MODEL_FILE, RESULTS_FILE
 from secure_agg import Payload, available, get, provision, validate
@@ -143,6 +144,7 @@ def analyse_final_model(
         if table.typology is not None:
             typ.append(table.typology[table.mask(TEST)])
     torch.save(model.state_dict(), out_dir / "model.pt")
+    save_model_card(out_dir, config, first, scaler)  # model.json: what scoring needs beside it
     y, s = np.concatenate(ys), np.concatenate(ss)
     out: dict[str, Any] = {"pooled_test": score_metrics(y, s)}
     if typ:
