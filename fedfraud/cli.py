@@ -358,6 +358,41 @@ def serve(
     uvicorn.run(create_app(scorer), host=host, port=port, log_level="warning")
 
 
+@app.command()
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run folder (model.pt + model.json).")],
+    data: Annotated[Path, typer.Option(help="This bank's folder (explained locally).")],
+    split: Annotated[str, typer.Option(help="Rows to explain: train|val|test|all.")] = "test",
+    target_fpr: Annotated[
+        float, typer.Option(help="Alert threshold for this FPR on the bank's validation split.")
+    ] = 0.01,
+    max_alerts: Annotated[int, typer.Option(help="Explain at most this many alerts.")] = 50,
+    top: Annotated[int, typer.Option(help="Top contributing features per alert.")] = 5,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default RUN/explain-BANK).")
+    ] = None,
+) -> None:
+    """SHAP values of the global model's alerts at one bank: top features per alert + plot."""
+    if top < 1:
+        raise FedfraudError("--top must be at least 1")
+    from fedfraud.explain import explain_bank, write_explanation
+
+    with console.status(f"explaining {data.name}'s {split} alerts (SHAP)"):
+        expl = explain_bank(run, data, split, target_fpr, max_alerts)
+        out = out or run / f"explain-{expl.bank}"
+        json_path, png_path = write_explanation(expl, out, top)
+    table = Table(title=f"{expl.num_alerts} alerts on {expl.bank}'s {split} split (SHAP, log-odds)")
+    for col in ("tx", "probability", "fraud", "top features"):
+        table.add_column(col, justify="left" if col == "top features" else "right")
+    for alert in expl.alerts(min(top, 3))[:20]:
+        feats = ", ".join(f"{f['feature']} {f['shap']:+.2f}" for f in alert["top_features"])
+        table.add_row(
+            str(alert["tx_id"]), f"{alert['fraud_probability']:.3f}", str(alert["is_fraud"]), feats
+        )
+    console.print(table)
+    console.print(f"wrote {json_path} and {png_path}")
+
+
 def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "–"
 
