@@ -22,6 +22,7 @@ from fedfraud.data.schema import has_accounts, require_fraud
 from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
 from fedfraud.metrics import json_safe, score_metrics, typology_recall
+from fedfraud.rings import bank_rings
 from fedfraud.run_model import save_model_card
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
 from fl_server.app import GLOBAL_MODEL_FILE, RESULTS_FILE
@@ -136,9 +137,12 @@ def analyse_final_model(
     per_bank = [(moment_weight(t), local_moments(t)) for t in tables.values()]
     moments = [sum(w * m[i] for w, m in per_bank) / total for i in range(4)]
     scaler = Scaler.from_moments(moments)
-    ys, ss, typ = [], [], []
+    ys, ss, typ, rings = [], [], [], {}
     for table in tables.values():
-        y, s = predict(model, make_inputs(config.model, table, scaler), TEST)
+        inputs = make_inputs(config.model, table, scaler)
+        y, s = predict(model, inputs, TEST)
+        if config.model == "gnn":  # flagged groups of accounts per bank (fedfraud/rings.py)
+            rings[table.name] = bank_rings(model, inputs, table)
         ys.append(y)
         ss.append(s)
         if table.typology is not None:
@@ -149,6 +153,8 @@ def analyse_final_model(
     out: dict[str, Any] = {"pooled_test": score_metrics(y, s)}
     if typ:
         out["typology_recall"] = typology_recall(y, s, np.concatenate(typ))
+    if rings:
+        out["fraud_rings"] = rings
     return out
 
 
