@@ -251,7 +251,7 @@ class SecAggPlusAggregator:
         if run.mean is None:
             return Exchange(run.replies, None, run.halt_reason, run.protocol_s)
         # Flower divides the sum by the number of vectors (its weights are all 1): undo it.
-        n = len(run.banks)
+        n = run.count
         total = _join_digits(run.mean * n, tail, step / clip) * scale
         if not (np.all(np.isfinite(total)) and total[-1] > 0):
             error = "SecAgg+ unmasked no positive total weight"

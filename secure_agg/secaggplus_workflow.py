@@ -50,7 +50,8 @@ class ExchangeRun:
 
     replies: list[Message]  # one per bank: its masked-vector reply, or the error that lost it
     mean: np.ndarray | None  # Flower's unmasked mean of the summed vectors; None: it stopped
-    banks: tuple[str, ...]  # bank ids whose vectors are in `mean`
+    count: int  # how many vectors `mean` averages
+    banks: tuple[str, ...]  # their banks' ids
     halt_reason: str  # why it stopped (when `mean` is None)
     protocol_s: float  # time outside the banks' own work (every stage but COLLECT)
 
@@ -94,6 +95,7 @@ def run_exchange(
     return ExchangeRun(
         replies=recorder.final_replies(),
         mean=strategy.mean,
+        count=len(strategy.included),
         banks=tuple(banks[node] for node in strategy.included if node in banks),
         halt_reason="" if strategy.mean is not None else recorder.halt_reason(protocol.threshold),
         protocol_s=protocol_s,
