@@ -254,6 +254,50 @@ def simulate(
 
 
 @app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep TOML: [fedfraud] base + [sweep] axes.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: [sweep] out).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List the cells and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", help="Show Flower/Ray logs.")] = False,
+) -> None:
+    """Grid of simulations (backend × DP ε × model × banks, ...): table, CSV and report.html.
+    Re-running resumes: finished cells are skipped."""
+    from simulations.sweep import load_sweep, run_sweep, table_rows, write_tables
+    from simulations.sweep_report import write_html
+
+    plan = load_sweep(config, out)
+    console.print(f"[bold]fedfraud sweep[/]: {len(plan.cells)} cells into {plan.out}")
+    if dry_run:
+        for cell in plan.cells:
+            console.print(f"  {cell.name}")
+        return
+    _quiet_libraries(verbose)
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        where = f"[{info['index']}/{info['total']}] {info['cell']}"
+        if event == "skip":
+            console.print(f"  {where}: already done, skipped")
+        elif event == "start":
+            console.print(f"  {where}: running")
+        elif info.get("status") == "failed":
+            console.print(f"  {where}: [red]failed[/]: {info['error']}", soft_wrap=True)
+        else:
+            console.print(f"  {where}: done in {info['wall_s']:.0f}s")
+
+    rows = run_sweep(plan, progress)
+    md, csv_path = write_tables(rows, plan.out)
+    html_path = write_html(rows, plan.out, f"fedfraud sweep: {config.stem}")
+    _print_rows(table_rows(rows))
+    console.print(f"wrote {md}, {csv_path} and {html_path}")
+    failed = [r["cell"] for r in rows if r["status"] == "failed"]
+    if failed:
+        raise FedfraudError(
+            f"{len(failed)} cell(s) failed: {', '.join(failed)} (errors in {plan.out}/sweep.json);"
+            " fix and re-run to resume"
+        )
+
+
+@app.command()
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (with results.json).")],
     out: Annotated[Path | None, typer.Option(help="Also write the table as markdown.")] = None,
