@@ -187,7 +187,9 @@ def simulate(
     transactions: Annotated[int | None, typer.Option(help="Synthetic transactions.")] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    no_baselines: Annotated[bool, typer.Option(help="Skip local-only/centralized.")] = False,
+    no_baselines: Annotated[
+        bool, typer.Option("--no-baselines", help="Skip local-only/centralized.")
+    ] = False,
     secure_agg_option: Annotated[
         list[str] | None,
         typer.Option(help="Backend option KEY=VALUE, repeatable (e.g. secagg-num-shares=5)."),
