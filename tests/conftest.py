@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,28 @@ import pytest
 
 from fedfraud.data.schema import validate_transactions
 from fedfraud.data.store import write_banks
+
+
+def fedfraud(
+    *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would (a fresh process, wide terminal so messages stay on one line)."""
+    return subprocess.run(
+        [sys.executable, "-m", "fedfraud.cli", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    """A user mistake: exit code 2, no traceback, a message containing `fragment`."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert fragment in " ".join(proc.stderr.split())
 
 
 def random_bank(

@@ -1,14 +1,12 @@
 """The audit log's hash chain names the first edited, dropped or reordered entry."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fedfraud.audit import AuditError, AuditLog, verify
+from tests.conftest import fedfraud
 
 
 def write_log(path: Path, rounds: int = 4) -> AuditLog:
@@ -107,27 +105,16 @@ def test_appending_to_a_tampered_log_is_refused(tmp_path):
         AuditLog(path)
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fedfraud.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
 def test_cli_audit_verify_exits_2_with_the_entry_number(tmp_path):
     path = tmp_path / "audit.jsonl"
     write_log(path)
-    ok = run_cli("audit", "verify", str(path), cwd=tmp_path)
+    ok = fedfraud("audit", "verify", str(path), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "5 entries" in ok.stdout
     rows = lines(path)
     del rows[3]
     path.write_text("".join(rows))
-    bad = run_cli("audit", "verify", str(path), cwd=tmp_path)
+    bad = fedfraud("audit", "verify", str(path), cwd=tmp_path)
     assert bad.returncode == 2
     assert "entry 4" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -139,5 +126,5 @@ def test_cli_audit_verify_checks_the_checkpoint_anchor(tmp_path):
     state = {"audit": {"entries": log.head.entries, "sha256": log.head.sha256}}
     (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
     path.write_text("".join(lines(path)[:-1]))
-    bad = run_cli("audit", "verify", str(path), cwd=tmp_path)
+    bad = fedfraud("audit", "verify", str(path), cwd=tmp_path)
     assert bad.returncode == 2 and "entry 5" in bad.stderr, bad.stderr

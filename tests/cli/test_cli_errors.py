@@ -1,30 +1,8 @@
 """User mistakes at the command line: one line naming the problem, exit code 2, no traceback."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import random_bank
-
-
-def fedfraud(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fedfraud.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def assert_user_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert fragment in " ".join(proc.stderr.split())
+from tests.conftest import assert_user_error, fedfraud, random_bank
 
 
 @pytest.fixture

@@ -1,9 +1,6 @@
 """`fedfraud score` on a real simulate run: files, JSON lines on stdin, and user errors."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,7 +9,7 @@ import pytest
 from fedfraud.config import RunConfig
 from fedfraud.data.store import write_banks
 from simulations.runner import simulate
-from tests.conftest import random_bank
+from tests.conftest import assert_user_error, fedfraud, random_bank
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +26,6 @@ def mlp_run(tmp_path_factory):
     new.insert(0, "tx_id", range(len(new)))
     new.to_csv(root / "new.csv", index=False)
     return root
-
-
-def fedfraud(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fedfraud.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def assert_user_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert fragment in " ".join(proc.stderr.split())
 
 
 def test_simulate_writes_what_scoring_needs(mlp_run):
