@@ -20,6 +20,16 @@ PARTITIONS = ("iid", "dirichlet")
 DP_LEVELS = ("auto", "record", "bank", "both")
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file's contents, or a ConfigError naming `what` and the problem."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} not found; check the path.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a federated run needs; field names map to run-config keys with '-' for '_'."""
@@ -117,12 +127,7 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
         """Read `[fedfraud]` (or the top level) of a TOML file, then apply `overrides`."""
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} not found; check the path.") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        data = read_toml(path, "config file")
         section = data.get("fedfraud", data)
         unknown = [k for k in section if k.replace("-", "_") not in {f.name for f in fields(cls)}]
         if unknown:

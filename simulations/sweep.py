@@ -16,13 +16,12 @@ import csv
 import itertools
 import json
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from fedfraud.config import RunConfig
+from fedfraud.config import RunConfig, read_toml
 from fedfraud.errors import ConfigError, FedfraudError
 
 SWEEP_KEYS = ("out", "baselines", "options")
@@ -64,12 +63,7 @@ def load_sweep(path: Path, out: Path | None = None) -> Sweep:
     """Read and validate the whole grid up front: a bad cell fails before any cell runs."""
     from secure_agg import available, validate
 
-    try:
-        doc = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"sweep file {path} not found; check the path") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"sweep file {path} is not valid TOML: {exc}") from exc
+    doc = read_toml(path, "sweep file")
     base = doc.get("fedfraud", {})
     grid = doc.get("sweep")
     if not isinstance(grid, dict) or not grid:
