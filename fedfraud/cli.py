@@ -172,7 +172,7 @@ def audit_verify(
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Run folder for results.json, report.md, plots.")],
-    config: Annotated[Path | None, typer.Option(help="TOML config ([fedfraud] table).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config (\\[fedfraud] table).")] = None,
     banks: Annotated[int | None, typer.Option(help="Number of banks.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
     model: Annotated[str | None, typer.Option(help="mlp|gnn")] = None,
@@ -257,8 +257,10 @@ def simulate(
 
 @app.command()
 def sweep(
-    config: Annotated[Path, typer.Argument(help="Sweep TOML: [fedfraud] base + [sweep] axes.")],
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: [sweep] out).")] = None,
+    config: Annotated[Path, typer.Argument(help="Sweep TOML: \\[fedfraud] base + \\[sweep] axes.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: \\[sweep] out).")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="List the cells and exit.")] = False,
     verbose: Annotated[bool, typer.Option("-v", help="Show Flower/Ray logs.")] = False,
 ) -> None:
@@ -459,6 +461,10 @@ def _quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if verbose:
         return
+    # Flower sets its logger to DEBUG when first imported (and opacus gives the root logger a
+    # handler that prints what it passes on), so import it first or the level below is undone.
+    import flwr.common.logger  # noqa: F401
+
     # Flower warns that run_simulation is deprecated in favour of `flwr run`; we support both.
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("flwr", "ray"):
