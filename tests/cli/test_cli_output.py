@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import fedfraud
+from tests.conftest import assert_user_error, fedfraud
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,12 @@ def test_help_keeps_toml_table_names(command, text):
     proc = fedfraud(command, "--help")
     assert proc.returncode == 0, proc.stderr
     assert text in proc.stdout
+
+
+def test_user_errors_keep_the_toml_table_names_they_mention(tmp_path):
+    sweep_file = tmp_path / "grid.toml"
+    sweep_file.write_text("[fedfraud]\nnum-rounds = 2\n")
+    assert_user_error(fedfraud("sweep", str(sweep_file), "--dry-run"), "add a [sweep] table")
 
 
 def test_flower_debug_logs_stay_off_without_v_once_flower_is_imported():
