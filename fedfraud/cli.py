@@ -31,6 +31,10 @@ app.add_typer(certs_app, name="certs")
 app.add_typer(audit_app, name="audit")
 console = Console()
 err_console = Console(stderr=True)
+MLFLOW_URI_HELP = (
+    "Log the run to MLflow: a folder (mlruns), sqlite:///mlflow.db or http(s)://HOST:PORT. "
+    "Needs the fedfraud\\[mlflow] extra."
+)
 
 
 @data_app.command("generate")
@@ -195,6 +199,8 @@ def simulate(
         list[str] | None,
         typer.Option(help="Backend option KEY=VALUE, repeatable (e.g. secagg-num-shares=5)."),
     ] = None,
+    mlflow_uri: Annotated[str | None, typer.Option(help=MLFLOW_URI_HELP)] = None,
+    mlflow_experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "fedfraud",
     verbose: Annotated[bool, typer.Option("-v", help="Show Flower/Ray logs.")] = False,
 ) -> None:
     """Run a whole consortium locally (Flower simulation engine) plus baselines."""
@@ -227,6 +233,10 @@ def simulate(
     cfg = RunConfig.from_toml(config, overrides) if config else RunConfig.from_mapping(overrides)
     if cfg.data_format in ("csv", "parquet", "paysim", "ulb") and cfg.data_path:
         cfg = cfg.replace(data_format=cfg.data_format)
+    if mlflow_uri is not None:  # a typo'd scheme or missing mlflow fails now, not after the run
+        from fedfraud.tracking import client
+
+        client(mlflow_uri)
     _quiet_libraries(verbose)
     from simulations.report import summary_row
     from simulations.runner import simulate as run
@@ -254,6 +264,33 @@ def simulate(
         results = run(cfg, out, baselines=not no_baselines, progress=progress, options=options)
     _print_rows([summary_row(results, out.name)])
     console.print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    if mlflow_uri is not None:
+        _track_runs([out], mlflow_uri, mlflow_experiment)
+
+
+@app.command()
+def track(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (with results.json).")],
+    mlflow_uri: Annotated[str, typer.Option(help=MLFLOW_URI_HELP)],
+    mlflow_experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "fedfraud",
+) -> None:
+    """Log finished run folders to MLflow (what simulate --mlflow-uri does after a run)."""
+    _track_runs(runs, mlflow_uri, mlflow_experiment)
+
+
+def _track_runs(runs: list[Path], uri: str, experiment: str) -> None:
+    from fedfraud.tracking import log_run
+
+    for run in runs:
+        with console.status(f"logging {run} to MLflow at {uri}"):
+            try:
+                run_id = log_run(run, uri, experiment)
+            except FedfraudError as exc:
+                raise FedfraudError(
+                    f"{exc} (results are kept in {run}; log them later with: fedfraud track "
+                    f"{run} --mlflow-uri URI)"
+                ) from exc
+        console.print(f"logged {run} to MLflow at {uri}: experiment {experiment}, run {run_id}")
 
 
 @app.command()
@@ -263,10 +300,12 @@ def sweep(
         Path | None, typer.Option(help="Output folder (default: \\[sweep] out).")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="List the cells and exit.")] = False,
+    mlflow_uri: Annotated[str | None, typer.Option(help=MLFLOW_URI_HELP)] = None,
+    mlflow_experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "fedfraud",
     verbose: Annotated[bool, typer.Option("-v", help="Show Flower/Ray logs.")] = False,
 ) -> None:
     """Grid of simulations (backend × DP ε × model × banks, ...): table, CSV and report.html.
-    Re-running resumes: finished cells are skipped."""
+    Re-running resumes: finished cells are skipped (and logged to MLflow if not yet)."""
     from simulations.sweep import load_sweep, run_sweep, table_rows, write_tables
     from simulations.sweep_report import write_html
 
@@ -276,6 +315,11 @@ def sweep(
         for cell in plan.cells:
             console.print(f"  {cell.name}")
         return
+    track = None
+    if mlflow_uri is not None:
+        from simulations.sweep import mlflow_tracker
+
+        track = mlflow_tracker(mlflow_uri, mlflow_experiment, config.stem)
     _quiet_libraries(verbose)
 
     def progress(event: str, info: dict[str, Any]) -> None:
@@ -287,9 +331,10 @@ def sweep(
         elif info.get("status") == "failed":
             console.print(f"  {where}: [red]failed[/]: {info['error']}", soft_wrap=True)
         else:
-            console.print(f"  {where}: done in {info['wall_s']:.0f}s")
+            note = " (not logged to MLflow)" if "tracking_error" in info else ""
+            console.print(f"  {where}: done in {info['wall_s']:.0f}s{note}")
 
-    rows = run_sweep(plan, progress)
+    rows = run_sweep(plan, progress, track=track)
     md, csv_path = write_tables(rows, plan.out)
     html_path = write_html(rows, plan.out, f"fedfraud sweep: {config.stem}")
     _print_rows(table_rows(rows))
@@ -300,6 +345,14 @@ def sweep(
             f"{len(failed)} cell(s) failed: {', '.join(failed)} (errors in {plan.out}/sweep.json);"
             " fix and re-run to resume"
         )
+    untracked = [r for r in rows if "tracking_error" in r]
+    if untracked:
+        raise FedfraudError(
+            f"{untracked[0]['tracking_error']} ({len(untracked)} finished cell(s) not logged; "
+            f"results are kept in {plan.out}: re-run the same command to log them)"
+        )
+    if mlflow_uri is not None:
+        console.print(f"logged the cells to MLflow at {mlflow_uri}: experiment {mlflow_experiment}")
 
 
 @app.command()

@@ -5,7 +5,8 @@ every RunConfig key given a list there is an axis (typically secure-agg, dp-epsi
 num-banks). Other `[sweep]` keys: `out` (folder, overridden by --out), `baselines` (local-only and
 centralized per cell; default true) and `options` (backend options, as --secure-agg-option).
 Each cell is one `simulations.runner.simulate` run in OUT/cells/NAME; a cell whose results.json
-exists is skipped, so an interrupted sweep resumes where it stopped. Synthetic cells with the same
+exists is skipped, so an interrupted sweep resumes where it stopped. With --mlflow-uri each
+finished cell is also logged as one MLflow run (fedfraud/tracking.py). Synthetic cells with the same
 bank count share one generated consortium (OUT/data/...). Writes OUT/summary.csv, summary.md,
 sweep.json and report.html (plots inline).
 """
@@ -26,6 +27,7 @@ from fedfraud.errors import ConfigError, FedfraudError
 
 SWEEP_KEYS = ("out", "baselines", "options")
 Progress = Callable[[str, dict[str, Any]], None]
+Track = Callable[["Cell", Path], Any]  # log one finished cell, e.g. to MLflow
 
 
 @dataclass(frozen=True)
@@ -108,13 +110,20 @@ def _shared_data(sweep: Sweep, cell: Cell) -> RunConfig:
 
 
 def run_sweep(
-    sweep: Sweep, progress: Progress | None = None, simulate: Callable[..., Any] | None = None
+    sweep: Sweep,
+    progress: Progress | None = None,
+    simulate: Callable[..., Any] | None = None,
+    track: Track | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the cells not finished yet; return one summary row per cell (failed ones too)."""
+    """Run the cells not finished yet; return one summary row per cell (failed ones too).
+    `track(cell, run_dir)` is called for each finished cell, resumed ones included (it skips
+    those already tracked); after its first FedfraudError it is not called again and the row
+    of each cell left untracked carries `tracking_error`."""
     if simulate is None:
         from simulations.runner import simulate
     sweep.out.mkdir(parents=True, exist_ok=True)
     status: dict[str, dict[str, Any]] = {}
+    tracking_error = ""
     for i, cell in enumerate(sweep.cells, start=1):
         run_dir = sweep.out / "cells" / cell.name
         info = {"cell": cell.name, "index": i, "total": len(sweep.cells)}
@@ -122,6 +131,7 @@ def run_sweep(
             status[cell.name] = {"status": "done (resumed)"}
             if progress:
                 progress("skip", info)
+            tracking_error = _track(track, cell, run_dir, status[cell.name], tracking_error)
             continue
         if progress:
             progress("start", info)
@@ -136,15 +146,50 @@ def run_sweep(
             status[cell.name] = {"status": "done", "wall_s": time.perf_counter() - start}
         except FedfraudError as exc:
             status[cell.name] = {"status": "failed", "error": str(exc)}
+        else:
+            tracking_error = _track(track, cell, run_dir, status[cell.name], tracking_error)
         if progress:
             progress("end", {**info, **status[cell.name]})
     rows = [summary(cell, load_results(sweep.out / "cells" / cell.name)) for cell in sweep.cells]
     for row in rows:
         row["status"] = status[row["cell"]]["status"]
+        if "tracking_error" in status[row["cell"]]:
+            row["tracking_error"] = status[row["cell"]]["tracking_error"]
     (sweep.out / "sweep.json").write_text(
         json.dumps({"cells": {c.name: {**c.axes, **status[c.name]} for c in sweep.cells}}, indent=1)
     )
     return rows
+
+
+def _track(
+    track: Track | None, cell: Cell, run_dir: Path, status: dict[str, Any], error: str
+) -> str:
+    """Track one finished cell unless tracking is off or already failed; return the error."""
+    if track is None:
+        return error
+    if not error:
+        try:
+            track(cell, run_dir)
+            return ""
+        except FedfraudError as exc:
+            error = str(exc)
+    status["tracking_error"] = error
+    return error
+
+
+def mlflow_tracker(uri: str, experiment: str, sweep_name: str) -> Track:
+    """A `track` for run_sweep: each finished cell becomes one MLflow run tagged with the sweep
+    and cell names, once (a cell's mlflow.json says where it was logged)."""
+    from fedfraud.tracking import client, log_run, logged_to
+
+    client(uri)  # a bad URI or missing mlflow fails before any cell runs
+
+    def track(cell: Cell, run_dir: Path) -> None:
+        if logged_to(run_dir, uri, experiment) is None:
+            tags = {"fedfraud.sweep": sweep_name, "fedfraud.cell": cell.name}
+            log_run(run_dir, uri, experiment, run_name=cell.name, tags=tags)
+
+    return track
 
 
 def load_results(run_dir: Path) -> dict[str, Any] | None:
