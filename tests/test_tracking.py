@@ -137,12 +137,16 @@ def test_unknown_uri_scheme_fails_before_the_run(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_without_mlflow_tracking_says_how_to_install(monkeypatch, tmp_path):
-    from fedfraud import tracking
-
-    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
-    with pytest.raises(FedfraudError, match=r"pip install 'fedfraud\[mlflow\]'"):
-        tracking.client(str(tmp_path / "mlruns"))
+def test_without_mlflow_simulate_says_how_to_install_before_running(tmp_path):
+    blocked = (  # import mlflow -> ImportError, as where the extra is not installed
+        "import sys; sys.modules['mlflow'] = None; from fedfraud.cli import main; "
+        "sys.argv = ['fedfraud', 'simulate', '--out', 'r', '--mlflow-uri', 'mlruns']; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert_user_error(proc, "pip install 'fedfraud[mlflow]'")
+    assert not (tmp_path / "r").exists()
 
 
 def test_metric_keys_are_sanitized_and_non_finite_values_skipped():
