@@ -192,6 +192,9 @@ def simulate(
     transactions: Annotated[int | None, typer.Option(help="Synthetic transactions.")] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    client_cpus: Annotated[
+        float | None, typer.Option(help="CPUs per simulated bank (0.5: two banks per core).")
+    ] = None,
     no_baselines: Annotated[
         bool, typer.Option("--no-baselines", help="Skip local-only/centralized.")
     ] = False,
@@ -215,6 +218,7 @@ def simulate(
         "transactions": transactions,
         "local_epochs": local_epochs,
         "seed": seed,
+        "client_cpus": client_cpus,
         "data_format": format,
     }
     if data is not None:

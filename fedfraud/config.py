@@ -62,6 +62,9 @@ class RunConfig:
     partition: str = "dirichlet"
     dirichlet_alpha: float = 0.5
     transactions: int = 200_000
+    # Simulation engine only: CPUs reserved per simulated bank (banks training at once =
+    # machine CPUs / client_cpus; fractions let more banks share a core).
+    client_cpus: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.num_banks >= 1, "num-banks must be at least 1")
@@ -93,6 +96,7 @@ class RunConfig:
         _check(self.partition in PARTITIONS, f"partition must be one of {', '.join(PARTITIONS)}")
         _check(self.dirichlet_alpha > 0, "dirichlet-alpha must be positive")
         _check(self.transactions >= 100, "transactions must be at least 100")
+        _check(self.client_cpus > 0, "client-cpus must be positive (e.g. 1 or 0.5)")
 
     @property
     def dp(self) -> bool:

@@ -1,4 +1,4 @@
-"""User-facing errors: each message names the problem and the fix; the CLI prints one line, exit 2."""
+"""User-facing errors: each names the problem and the fix; the CLI prints one line, exit 2."""
 
 
 class FedfraudError(Exception):

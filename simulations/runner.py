@@ -107,8 +107,8 @@ def run_federation(
         client_app=client_app,
         num_supernodes=config.num_banks,
         backend_config={
-            # One CPU per simulated bank: on 2 cores, two banks train at a time.
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            # Default one CPU per simulated bank: on 2 cores, two banks train at a time.
+            "client_resources": {"num_cpus": config.client_cpus, "num_gpus": 0.0},
             "init_args": {"logging_level": logging.ERROR, "log_to_driver": False},
         },
     )

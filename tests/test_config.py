@@ -19,6 +19,7 @@ def test_run_config_round_trips_through_flower_run_config():
         ({"min_banks": 6, "num_banks": 5}, "cannot exceed"),
         ({"dp_delta": 1.5}, "dp-delta"),
         ({"lr": -1.0}, "lr"),
+        ({"client_cpus": 0.0}, "client-cpus"),
     ],
 )
 def test_invalid_values_are_rejected_with_the_setting_named(changes, fragment):

@@ -58,7 +58,14 @@ def test_three_bank_two_round_simulation_writes_contract_results(small_consortiu
 def test_federated_model_equals_researcher_side_evaluation(small_consortium, tmp_path):
     """The banks' weighted metrics and the researcher's re-evaluation of the saved final model
     agree: what the operator aggregated is what the banks evaluated."""
-    cfg = RunConfig(num_banks=3, num_rounds=1, data_format="banks", data_path=str(small_consortium))
+    # Half a CPU per bank: Ray runs all three banks at once on two cores.
+    cfg = RunConfig(
+        num_banks=3,
+        num_rounds=1,
+        data_format="banks",
+        data_path=str(small_consortium),
+        client_cpus=0.5,
+    )
     results = simulate(cfg, tmp_path / "run", baselines=False)
     assert "baselines" not in results
     per_bank = results["final"]["per_bank"]
@@ -74,3 +81,19 @@ def test_fewer_bank_folders_than_banks_is_a_clear_error(small_consortium, tmp_pa
     cfg = RunConfig(num_banks=4, num_rounds=1, data_format="banks", data_path=str(small_consortium))
     with pytest.raises(DataError, match="holds 3 banks but --banks is 4"):
         simulate(cfg, Path(tmp_path / "run"))
+
+
+def test_client_cpus_reaches_the_simulation_engine(monkeypatch):
+    import flwr.simulation
+
+    from simulations.runner import run_federation
+
+    seen = {}
+
+    def fake_run_simulation(**kwargs):
+        seen.update(kwargs["backend_config"]["client_resources"])
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", fake_run_simulation)
+    with pytest.raises(Exception, match="ended without results"):
+        run_federation(RunConfig(num_banks=3, client_cpus=0.25), {})
+    assert seen == {"num_cpus": 0.25, "num_gpus": 0.0}
