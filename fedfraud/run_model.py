@@ -1,5 +1,8 @@
 """The final global model of a run as a bank uses it: RUN_DIR/model.pt + RUN_DIR/model.json.
 
+A simulation writes them into its run folder; a deployed bank node writes them into its
+node-config `model-dir` every time it evaluates a new global model (docs/bank-guide.md).
+
 model.pt holds the revealed state_dict; model.json holds what scoring needs beside the weights:
 the architecture, the feature names the model was trained on (in order) and the consortium-wide
 scaler moments. The moments are the pooled means/stds every bank already learned through secure
@@ -9,6 +12,7 @@ aggregation before round 1, so writing them next to the model reveals nothing ne
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +94,22 @@ def save_model_card(out_dir: Path, config: RunConfig, table: BankTable, scaler: 
     return path
 
 
+def save_run_model(
+    out_dir: Path, model: nn.Module, config: RunConfig, table: BankTable, scaler: Scaler
+) -> None:
+    """Write model.pt + model.json into `out_dir`; each file is replaced atomically, so a
+    scorer reading the folder while a new round lands never sees half a file."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / ".staging"
+    staging.mkdir(exist_ok=True)
+    torch.save(model.state_dict(), staging / MODEL_WEIGHTS_FILE)
+    save_model_card(staging, config, table, scaler)
+    for name in (MODEL_WEIGHTS_FILE, MODEL_CARD_FILE):
+        os.replace(staging / name, out_dir / name)
+    staging.rmdir()
+
+
 def load_run_model(run_dir: Path) -> tuple[nn.Module, ModelCard]:
     """The run's final global model (eval mode) and its card; FedfraudError naming the fix."""
     from fedfraud.models import ModelSpec, build
@@ -98,13 +118,14 @@ def load_run_model(run_dir: Path) -> tuple[nn.Module, ModelCard]:
     card_path, weights_path = run_dir / MODEL_CARD_FILE, run_dir / MODEL_WEIGHTS_FILE
     if not run_dir.is_dir():
         raise FedfraudError(
-            f"run folder {run_dir} does not exist; pass a `fedfraud simulate` --out"
+            f"run folder {run_dir} does not exist; pass a `fedfraud simulate` --out or a bank "
+            "node's model-dir"
         )
     for path in (weights_path, card_path):
         if not path.is_file():
             raise FedfraudError(
-                f"{path} not found; pass a run folder written by `fedfraud simulate` "
-                "(runs made before model.json existed: re-run the simulation)"
+                f"{path} not found; pass a run folder written by `fedfraud simulate` or a bank "
+                "node's model-dir (filled after the first evaluated round)"
             )
     try:
         card = ModelCard.from_json(json.loads(card_path.read_text()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -15,9 +16,10 @@ from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN
 from fedfraud.data.scaling import local_moments, moment_weight
-from fedfraud.errors import BudgetExceededError, FedfraudError
+from fedfraud.errors import BudgetExceededError, ConfigError, FedfraudError
 from fedfraud.metrics import score_metrics
 from fedfraud.privacy import BankRound
+from fedfraud.run_model import save_run_model
 from fedfraud.train import (
     build_model,
     get_weights,
@@ -81,7 +83,8 @@ def stats(msg: Message, context: Context, config: RunConfig, node: BankNode) -> 
 
 
 def _global_model(msg: Message, context: Context, config: RunConfig, node: BankNode):
-    """Load data, reveal scaler and global model; returns (table, inputs, model, agg, reveal_s)."""
+    """Load data, reveal scaler and global model; returns
+    (table, scaler, inputs, model, agg, reveal_s)."""
     table = load_table(node.data_path, node.bank_id)
     agg = aggregator(config, _options(msg, context))
     start = time.perf_counter()
@@ -92,7 +95,7 @@ def _global_model(msg: Message, context: Context, config: RunConfig, node: BankN
     if rm.GLOBAL in msg.content:
         global_payload = Payload.from_record(msg.content[rm.GLOBAL])
         set_weights(model, agg.client_reveal(global_payload, weight_shapes(model)))
-    return table, inputs, model, agg, time.perf_counter() - start
+    return table, scaler, inputs, model, agg, time.perf_counter() - start
 
 
 # SecAgg+ runs every exchange (stats included) as Flower 'train' messages; its mod masks what
@@ -101,7 +104,7 @@ def _global_model(msg: Message, context: Context, config: RunConfig, node: BankN
 @_handler
 def train(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
     """Train locally from the global model and send the protected, weighted new model."""
-    table, inputs, model, agg, reveal_s = _global_model(msg, context, config, node)
+    table, _, inputs, model, agg, reveal_s = _global_model(msg, context, config, node)
     rnd = int(msg.content[rm.CONFIG][rm.ROUND])
     # DP (if on): refuses here when the bank's privacy budget would be exceeded.
     run_id = str(msg.metadata.run_id)
@@ -131,8 +134,18 @@ def train(msg: Message, context: Context, config: RunConfig, node: BankNode) -> 
 @app.evaluate()
 @_handler
 def evaluate(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
-    """Evaluate the global model on this bank's held-out test split; only metrics leave."""
-    _, inputs, model, _, reveal_s = _global_model(msg, context, config, node)
+    """Evaluate the global model on this bank's held-out test split; only metrics leave.
+    With node-config `model-dir`, the bank also keeps the revealed model for scoring."""
+    table, scaler, inputs, model, _, reveal_s = _global_model(msg, context, config, node)
+    if "model-dir" in context.node_config:
+        model_dir = Path(str(context.node_config["model-dir"]))
+        try:
+            save_run_model(model_dir, model, config, table, scaler)
+        except OSError as exc:
+            raise ConfigError(
+                f"node-config model-dir {model_dir} is not writable ({exc.strerror}); "
+                "point it at a folder this node may write"
+            ) from exc
     y, scores = predict(model, inputs, TEST)
     metrics = {**score_metrics(y, scores), "n_test": float(len(y)), "reveal_s": reveal_s}
     return RecordDict({rm.METRICS: MetricRecord(metrics)})

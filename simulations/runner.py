@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fedfraud.baselines import centralized, centralized_same_features, local_only
 from fedfraud.config import RunConfig
@@ -23,7 +22,7 @@ from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
 from fedfraud.metrics import json_safe, score_metrics, typology_recall
 from fedfraud.rings import bank_rings
-from fedfraud.run_model import save_model_card
+from fedfraud.run_model import save_run_model
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
 from fl_server.app import GLOBAL_MODEL_FILE, RESULTS_FILE
 from secure_agg import Payload, available, get, provision, validate
@@ -147,8 +146,7 @@ def analyse_final_model(
         ss.append(s)
         if table.typology is not None:
             typ.append(table.typology[table.mask(TEST)])
-    torch.save(model.state_dict(), out_dir / "model.pt")
-    save_model_card(out_dir, config, first, scaler)  # model.json: what scoring needs beside it
+    save_run_model(out_dir, model, config, first, scaler)  # for score / serve / explain
     y, s = np.concatenate(ys), np.concatenate(ss)
     out: dict[str, Any] = {"pooled_test": score_metrics(y, s)}
     if typ:

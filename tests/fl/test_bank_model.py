@@ -1,0 +1,63 @@
+"""In a deployment a bank keeps the federated model for scoring: with node-config `model-dir`,
+each evaluated round leaves model.pt + model.json there, equal to the global model the bank can
+decrypt, while the operator's folder only ever holds the encrypted aggregate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedfraud.config import RunConfig
+from fedfraud.data.store import read_bank
+from fedfraud.run_model import MODEL_CARD_FILE, MODEL_WEIGHTS_FILE, load_run_model
+from fedfraud.scoring import Scorer
+from fedfraud.train import weight_shapes
+from fl_server.app import GLOBAL_MODEL_FILE, run_operator
+from secure_agg import Payload, get, provision
+from tests.fl.test_secure_rounds import RecordingGrid, task_identity, unequal_banks  # noqa: F401
+
+
+def test_each_bank_keeps_the_decrypted_global_model_and_can_score_with_it(
+    unequal_banks,  # noqa: F811
+    tmp_path,
+):
+    banks = sorted(p.name for p in unequal_banks.iterdir() if p.is_dir())
+    shared = provision("ckks", tmp_path / "keys", len(banks))
+    cfg = RunConfig(
+        num_banks=len(banks), num_rounds=2, secure_agg="ckks", out_dir=str(tmp_path / "operator")
+    )
+    grid = RecordingGrid(unequal_banks, banks)
+    for context in grid.contexts.values():
+        bank = context.node_config["bank-id"]
+        context.node_config["model-dir"] = str(tmp_path / "models" / bank)
+    run_operator(grid, cfg, {}, shared_options=shared)
+
+    saved = Payload.from_bytes((tmp_path / "operator" / GLOBAL_MODEL_FILE).read_bytes())
+    assert saved.backend == "ckks"
+    assert not list((tmp_path / "operator").rglob(MODEL_WEIGHTS_FILE))  # no clear model there
+    first, _ = load_run_model(tmp_path / "models" / banks[0])
+    expected = get("ckks", "client", shared).client_reveal(saved, weight_shapes(first))
+    for bank in banks:
+        model_dir = tmp_path / "models" / bank
+        assert sorted(p.name for p in model_dir.iterdir()) == [MODEL_CARD_FILE, MODEL_WEIGHTS_FILE]
+        model, card = load_run_model(model_dir)
+        for got, want in zip(model.state_dict().values(), expected, strict=True):
+            np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+        assert card.model == "mlp"
+
+    bank = banks[0]
+    scorer = Scorer(tmp_path / "models" / bank, unequal_banks / bank)
+    rows = read_bank(unequal_banks / bank).drop(columns="is_fraud").tail(5)
+    scored = scorer.score_frame(rows)
+    assert len(scored) == 5
+    assert scored["fraud_probability"].between(0, 1).all()
+
+
+def test_unwritable_model_dir_is_a_clear_bank_error(unequal_banks, tmp_path):  # noqa: F811
+    banks = sorted(p.name for p in unequal_banks.iterdir() if p.is_dir())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    grid = RecordingGrid(unequal_banks, banks)
+    next(iter(grid.contexts.values())).node_config["model-dir"] = str(blocker / "models")
+    with pytest.raises(AssertionError, match="model-dir .* is not writable"):
+        run_operator(grid, RunConfig(num_banks=3, num_rounds=1, out_dir=str(tmp_path / "op")), {})
