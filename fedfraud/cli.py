@@ -426,9 +426,10 @@ def score(
             total, alerts = total + 1, alerts + (result["decision"] == "alert")
     t = scorer.threshold
     err_console.print(
-        f"scored {total} transactions: {alerts} alerts (threshold {t.value:.4f} for target FPR "
-        f"{t.target_fpr:.2%}; on {scorer.bank}'s validation split: FPR {t.val_fpr:.2%}, recall "
-        f"{_num(t.val_recall)})" + (f"; wrote {out}" if out else ""),
+        f"scored {_count(total, 'transaction')}: {_count(alerts, 'alert')} (threshold "
+        f"{t.value:.4f} for target FPR {t.target_fpr:.2%}; on {scorer.bank}'s validation "
+        f"split: FPR {t.val_fpr:.2%}, recall {_num(t.val_recall)})"
+        + (f"; wrote {out}" if out else ""),
         highlight=False,
         soft_wrap=True,
     )
@@ -487,7 +488,8 @@ def explain(
         expl = explain_bank(run, data, split, target_fpr, max_alerts)
         out = out or run / f"explain-{expl.bank}"
         json_path, png_path = write_explanation(expl, out, top)
-    table = Table(title=f"{expl.num_alerts} alerts on {expl.bank}'s {split} split (SHAP, log-odds)")
+    title = f"{_count(expl.num_alerts, 'alert')} on {expl.bank}'s {split} split (SHAP, log-odds)"
+    table = Table(title=title)
     for col in ("tx", "probability", "fraud", "top features"):
         table.add_column(col, justify="left" if col == "top features" else "right")
     for alert in expl.alerts(min(top, 3))[:20]:
@@ -499,17 +501,33 @@ def explain(
     console.print(f"wrote {json_path} and {png_path}")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "–"
 
 
 def _print_rows(rows: list[dict[str, str]]) -> None:
+    """One run as a metric/value list; several as a table that is never cut to the terminal
+    (an 80-column pipe or CI log would otherwise turn every number into an ellipsis)."""
+    if len(rows) == 1:
+        table = Table(show_header=False)
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        for key, value in rows[0].items():
+            table.add_row(key, value)
+        console.print(table)
+        return
     table = Table()
     for col in rows[0]:
-        table.add_column(col, justify="right")
+        table.add_column(
+            col, justify="right", min_width=max(len(col), *(len(r[col]) for r in rows))
+        )
     for row in rows:
         table.add_row(*row.values())
-    console.print(table)
+    console.print(table, width=max(console.width, console.measure(table).maximum), crop=False)
 
 
 def _quiet_libraries(verbose: bool) -> None:

@@ -1,7 +1,8 @@
 """`fedfraud serve`: the bank's real-time scoring service (FastAPI), one Scorer per process.
 
 POST /score takes one transaction (canonical columns), POST /score/batch a list; both answer
-with the fraud probability and the decision at the bank's threshold. GET /health describes the
+with the transaction's id (echoed), the fraud probability and the decision at the bank's
+threshold. GET /health describes the
 model, the threshold and its validation figures. Scored transactions join the in-memory history.
 """
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedfraud import __version__
 from fedfraud.errors import FedfraudError
 from fedfraud.online import Transaction
-from fedfraud.scoring import Decision, Scorer
+from fedfraud.scoring import ID_FIELDS, Decision, Scorer
 
 
 class TransactionIn(BaseModel):
@@ -34,6 +35,9 @@ class TransactionIn(BaseModel):
 
 
 class ScoreOut(BaseModel):
+    tx_id: str | int | None = Field(
+        None, description="The request's tx_id (or transaction_id, id), echoed; null if none."
+    )
     fraud_probability: float
     decision: str = Field(description="alert | pass")
     threshold: float
@@ -43,8 +47,10 @@ def create_app(scorer: Scorer) -> FastAPI:
     """The HTTP app around a loaded scorer (tests pass it to fastapi's TestClient)."""
     app = FastAPI(title="fedfraud scoring", version=__version__)
 
-    def out(d: Decision) -> ScoreOut:
-        return ScoreOut(**d.to_json(), threshold=scorer.threshold.value)
+    def out(tx: TransactionIn, d: Decision) -> ScoreOut:
+        extra = tx.model_extra or {}
+        tx_id = next((extra[k] for k in ID_FIELDS if extra.get(k) is not None), None)
+        return ScoreOut(tx_id=tx_id, **d.to_json(), threshold=scorer.threshold.value)
 
     def parse(tx: TransactionIn, where: str) -> Transaction:
         try:
@@ -60,12 +66,12 @@ def create_app(scorer: Scorer) -> FastAPI:
     # endpoints run on the event loop: a hop to the thread pool would cost more than the work.
     @app.post("/score", response_model=ScoreOut)
     async def score(tx: TransactionIn) -> ScoreOut:
-        return out(scorer.score(parse(tx, "transaction")))
+        return out(tx, scorer.score(parse(tx, "transaction")))
 
     @app.post("/score/batch", response_model=list[ScoreOut])
     async def score_batch(txs: list[TransactionIn]) -> list[ScoreOut]:
         # Validate the whole batch first, so a bad item leaves the history untouched.
         parsed = [parse(tx, f"transaction {i}") for i, tx in enumerate(txs)]
-        return [out(scorer.score(tx)) for tx in parsed]
+        return [out(tx, scorer.score(p)) for tx, p in zip(txs, parsed, strict=True)]
 
     return app

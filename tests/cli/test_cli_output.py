@@ -1,6 +1,8 @@
 """What the CLI prints besides errors: help texts and library logs kept out of the way."""
 
+import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -36,3 +38,31 @@ def test_flower_debug_logs_stay_off_without_v_once_flower_is_imported():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) >= logging.ERROR
+
+
+def test_report_table_is_never_cut_to_a_narrow_terminal(tmp_path):
+    results = {
+        "model": "mlp",
+        "secure_agg": "ckks",
+        "final": {"pr_auc": 0.6612, "roc_auc": 0.9391, "recall_at_1pct_fpr": 0.7411},
+        "baselines": {"local_only": {"mean_pr_auc": 0.5901}, "centralized": {"pr_auc": 0.8543}},
+        "privacy": {"epsilon_per_bank": {"bank-00": 2.99}},
+        "timing": {"mean_round_s": 2.24},
+        "rounds": [{"bytes_up": 950, "bytes_plain": 100}],
+    }
+    for name in ("run-a", "run-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    env = {**os.environ, "COLUMNS": "60"}
+    for runs in (["run-a"], ["run-a", "run-b"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "fedfraud.cli", "report", *runs],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        for text in ("centralized PR-AUC", "0.661", "0.854", "9.50", "2.99", *runs):
+            assert text in proc.stdout, (runs, text, proc.stdout)

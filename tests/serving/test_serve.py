@@ -37,12 +37,15 @@ def test_score_answers_probability_and_decision_like_the_scorer(service, mlp_set
         assert body["threshold"] == scorer.threshold.value
 
 
-def test_batch_scores_every_transaction_in_order(service):
+def test_batch_scores_every_transaction_in_order_echoing_ids(service):
     client, scorer, records = service
     before = scorer.history.size
-    body = client.post("/score/batch", json=records[:5]).json()
+    batch = [{**r, "tx_id": f"t{i}"} for i, r in enumerate(records[:4])] + [records[4]]
+    body = client.post("/score/batch", json=batch).json()
     assert len(body) == 5 and all(0 <= b["fraud_probability"] <= 1 for b in body)
+    assert [b["tx_id"] for b in body] == ["t0", "t1", "t2", "t3", None]
     assert scorer.history.size == before + 5
+    assert client.post("/score", json={**records[5], "id": 77}).json()["tx_id"] == 77
 
 
 @pytest.mark.parametrize(
