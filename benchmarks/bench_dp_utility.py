@@ -8,7 +8,7 @@ in every run, so finite-ε points are repeated and reported as mean ± std. Writ
 benchmarks/results/dp_utility.json, .md and .png. Usage:
     python benchmarks/bench_dp_utility.py [--banks 5] [--transactions 60000] [--rounds 5]
         [--repeats 2] [--epsilons 0.5,1,3,8] [--curves mlp-record,gnn-bank,mlp-bank]
-Sizes are chosen for 2 CPU cores (about 25 minutes with the defaults).
+Sizes are chosen for 2 CPU cores (about 10 minutes with the defaults).
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--curves", default="mlp-record,gnn-bank,mlp-bank")
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="dp_utility", help="results/NAME.json, .md, .png")
     args = parser.parse_args()
     epsilons = [float(e) for e in args.epsilons.split(",")]
     started = time.perf_counter()
@@ -168,12 +169,12 @@ def main() -> None:
         "total_s": time.perf_counter() - started,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dp_utility.json").write_text(json.dumps(out, indent=2))
-    plot(curves, RESULTS / "dp_utility.png")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2))
+    plot(curves, RESULTS / f"{args.name}.png")
     sizes = ", ".join(
         f"{b}: {d['transactions']:,} ({d['fraud']} fraud)" for b, d in out["data"].items()
     )
-    (RESULTS / "dp_utility.md").write_text(
+    (RESULTS / f"{args.name}.md").write_text(
         f"# PR-AUC against ε (δ = {args.delta:g})\n\n"
         f"Synthetic consortium (seed {args.seed}): {args.banks} banks, "
         f"{args.transactions:,} transactions ({sizes}); {args.rounds} rounds, secure-agg none; "
@@ -186,7 +187,7 @@ def main() -> None:
             f"{n}: {t['ratio_at_eps_3']:.2f}x ({'met' if t['met'] else 'missed'})"
             for n, t in targets.items()
         )
-        + ".\n\n![PR-AUC against ε](dp_utility.png)\n"
+        + f".\n\n![PR-AUC against ε]({args.name}.png)\n"
     )
     print(markdown_table(rows))
 
