@@ -2,8 +2,8 @@
 
 POST /score takes one transaction (canonical columns), POST /score/batch a list; both answer
 with the transaction's id (echoed), the fraud probability and the decision at the bank's
-threshold. GET /health describes the
-model, the threshold and its validation figures. Scored transactions join the in-memory history.
+threshold. GET /health describes the model, the threshold and its validation figures. Scored
+transactions join the in-memory history.
 """
 
 from __future__ import annotations
