@@ -61,7 +61,7 @@ def send(handler, banks, bank: str, config: RunConfig, options, kind: str, extra
     return reply
 
 
-def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy]:
+def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy, Message]:
     """Run the stats stage for three banks and one train call for BANK; return what BANK sent."""
     bank_options, server_options = {}, {}
     if backend == "ckks":
@@ -87,7 +87,7 @@ def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy]
     monkeypatch.setattr(client_app, "aggregator", spying_aggregator)
     reply = send(client_app.train, banks, BANK, config, bank_options, "train", {rm.SCALER: scaler})
     assert Payload.from_record(reply.content[rm.UPDATE]).backend == backend
-    return wire_bytes(reply), spy[-1]
+    return wire_bytes(reply), spy[-1], reply
 
 
 def float_windows(values: np.ndarray, dtype: str, width: int) -> list[bytes]:
@@ -131,15 +131,18 @@ def found(blob: bytes, patterns: dict[str, list[bytes]]) -> dict[str, int]:
 def test_ckks_bank_sends_neither_its_rows_nor_its_plaintext_update(
     small_consortium, tmp_path, monkeypatch
 ):
-    blob, spy = train_reply(small_consortium, tmp_path, "ckks", monkeypatch)
+    blob, spy, reply = train_reply(small_consortium, tmp_path, "ckks", monkeypatch)
     assert len(blob) > 50_000  # the ciphertexts are in there
     assert set(found(blob, row_patterns(small_consortium)).values()) == {0}
     assert set(found(blob, update_patterns(spy)).values()) == {0}
+    # Beside the ciphertexts only timings and the update's size leave in the clear: nothing
+    # computed from the bank's rows (a training loss, say, which DP accounting does not cover).
+    assert set(reply.content[rm.METRICS]) == {"num_values", "train_s", "protect_s", "reveal_s"}
 
 
 def test_control_plaintext_bank_visibly_sends_its_update(small_consortium, tmp_path, monkeypatch):
     # Proves the search above would catch a leak: "none" sends float32(weight * update).
-    blob, spy = train_reply(small_consortium, tmp_path, "none", monkeypatch)
+    blob, spy, _ = train_reply(small_consortium, tmp_path, "none", monkeypatch)
     hits = found(blob, update_patterns(spy))
     assert hits["weighted update (float32)"] == len(
         update_patterns(spy)["weighted update (float32)"]
