@@ -14,13 +14,12 @@ from fedfraud.scoring import Scorer
 from fedfraud.train import weight_shapes
 from fl_server.app import GLOBAL_MODEL_FILE, run_operator
 from secure_agg import Payload, get, provision
-from tests.fl.test_secure_rounds import RecordingGrid, task_identity, unequal_banks  # noqa: F401
+from tests.fl.conftest import RecordingGrid
+
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
-def test_each_bank_keeps_the_decrypted_global_model_and_can_score_with_it(
-    unequal_banks,  # noqa: F811
-    tmp_path,
-):
+def test_each_bank_keeps_the_decrypted_global_model_and_can_score_with_it(unequal_banks, tmp_path):
     banks = sorted(p.name for p in unequal_banks.iterdir() if p.is_dir())
     shared = provision("ckks", tmp_path / "keys", len(banks))
     cfg = RunConfig(
@@ -53,7 +52,7 @@ def test_each_bank_keeps_the_decrypted_global_model_and_can_score_with_it(
     assert scored["fraud_probability"].between(0, 1).all()
 
 
-def test_unwritable_model_dir_is_a_clear_bank_error(unequal_banks, tmp_path):  # noqa: F811
+def test_unwritable_model_dir_is_a_clear_bank_error(unequal_banks, tmp_path):
     banks = sorted(p.name for p in unequal_banks.iterdir() if p.is_dir())
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

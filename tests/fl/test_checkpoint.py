@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedfraud import round_messages as rm
 from fedfraud.audit import verify
@@ -85,12 +84,7 @@ def superlink_error(msg: Message) -> Message:
     return reply
 
 
-@pytest.fixture(autouse=True)
-def task_identity():
-    # Flower's Message needs the identity of the running task (set by Flower in a real run).
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def config(out: Path, rounds: int = 4, **kw) -> RunConfig:

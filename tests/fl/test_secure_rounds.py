@@ -12,84 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
-from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
-from fedfraud.data.store import write_banks
 from fedfraud.train import build_model, weight_shapes
-from fl_client.app import app as client_app
 from fl_client.bank import load_table
 from fl_server.app import GLOBAL_MODEL_FILE, run_operator
 from secure_agg import Payload, get, provision
 from secure_agg.ckks import CKKSAggregator
 from secure_agg.crypten_mpc import CryptenAggregator
-from tests.conftest import random_bank
+from tests.fl.conftest import RecordingGrid
 
 AGGREGATORS = {"ckks": CKKSAggregator, "crypten": CryptenAggregator}
 
 
-class RecordingGrid:
-    """Delivers each message to the bank's real ClientApp; keeps what each bank protected."""
-
-    def __init__(self, data_dir: Path, banks: list[str]):
-        self.contexts = {
-            200 + i: Context(
-                1, 200 + i, {"data-path": str(data_dir / b), "bank-id": b}, RecordDict(), {}
-            )
-            for i, b in enumerate(banks)
-        }
-        self.protected: dict[int, dict[str, tuple[list[np.ndarray], float]]] = {}
-        self.current_bank = ""
-        self.aggregates_sent: dict[int, Payload] = {}  # round -> global model it carried
-        self.sent = 0
-
-    def get_node_ids(self):
-        return list(self.contexts)
-
-    def send_and_receive(self, messages, timeout=None):
-        replies = []
-        for msg in messages:
-            self.sent += 1
-            msg.metadata.__dict__["_message_id"] = f"m{self.sent}"  # as Flower's push does
-            if msg.metadata.message_type == "train" and rm.GLOBAL in msg.content:
-                rnd = int(msg.content[rm.CONFIG][rm.ROUND])
-                self.aggregates_sent[rnd] = Payload.from_record(msg.content[rm.GLOBAL])
-            context = self.contexts[msg.metadata.dst_node_id]
-            self.current_bank = str(context.node_config["bank-id"])
-            reply = client_app(msg, context)
-            assert not reply.has_error(), reply.error
-            replies.append(reply)
-        return replies
-
-    def recording(self, protect):
-        """Wrap an aggregator's client_protect to keep each bank's clear update (rounds >= 1)."""
-
-        def wrapped(aggregator, update, weight, round):
-            if round >= 1:
-                clear = [np.array(a, dtype=np.float64) for a in update]
-                self.protected.setdefault(round, {})[self.current_bank] = (clear, float(weight))
-            return protect(aggregator, update, weight, round)
-
-        return wrapped
-
-
-@pytest.fixture
-def unequal_banks(tmp_path: Path) -> Path:
-    """Three banks of different sizes, so weighted and unweighted means differ."""
-    rng = np.random.default_rng(11)
-    sizes = {"bank-00": 1500, "bank-01": 3000, "bank-02": 6000}
-    frames = {b: random_bank(rng, n, 100_000 * (i + 1)) for i, (b, n) in enumerate(sizes.items())}
-    write_banks(frames, tmp_path / "banks")
-    return tmp_path / "banks"
-
-
-@pytest.fixture(autouse=True)
-def task_identity():
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 @pytest.mark.parametrize(
