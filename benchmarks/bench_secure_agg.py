@@ -6,7 +6,8 @@ Two measurements, both written to benchmarks/results/secure_agg.json and .md:
    the exact float64 weighted mean. SecAgg+ runs its four-stage protocol in process (a
    loopback grid calls the bank ClientApp directly), the others protect/aggregate/reveal.
 2. Federation: `simulate` per model and backend on one synthetic consortium; round time as a
-   ratio to plaintext (median of rounds 2.., round 1 loads data), bytes sent by banks per fp32
+   ratio to plaintext (fastest of rounds 2.., the least disturbed by other jobs; round 1 loads
+   data; the median is kept in the JSON), bytes sent by banks per fp32
    byte, final PR-AUC, and the max abs difference of the final model to the plaintext run's
    (model.pt). That difference includes Adam amplifying any tiny difference over the rounds,
    so it is an upper bound on what the backend changes, not its precision (that is column 1).

@@ -59,11 +59,11 @@ def local_moments(table: BankTable) -> list[np.ndarray]:
 
 # Weights only need to be proportional; a public divisor keeps weight x E[x^2] small enough for
 # every backend's value range (CKKS bounds |weight x value|) even for banks with millions of rows.
-MOMENT_WEIGHT_UNIT = 1024.0
+MOMENT_WEIGHT_UNIT = 16.0
 
 
 def moment_weight(table: BankTable) -> float:
-    """Weight of a bank's moments in the consortium mean: its training rows / 1024."""
+    """Weight of a bank's moments in the consortium mean: its training rows / 16."""
     return float(table.mask(TRAIN).sum()) / MOMENT_WEIGHT_UNIT
 
 

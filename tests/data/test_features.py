@@ -61,3 +61,25 @@ def test_union_of_tables_keeps_each_bank_graph_disjoint():
     assert u.x.shape[0] == a.x.shape[0] + b.x.shape[0]
     assert u.src[: len(a.src)].max() < na <= u.src[len(a.src) :].min()
     np.testing.assert_array_equal(u.dst[len(a.dst) :] - na, b.dst)
+
+
+def test_ckks_revealed_moments_equal_the_exact_weighted_moments(tmp_path):
+    # CKKS noise is absolute; moment weights that are too small (a large MOMENT_WEIGHT_UNIT)
+    # are not rescued by the division by the total weight, and the error reached 1e-4.
+    rng = np.random.default_rng(5)
+    tables = [
+        build_bank_table(random_bank(rng, n, 10_000 * i), f"b{i}")
+        for i, n in enumerate([500, 1500, 4000])
+    ]
+    options = secure_agg.provision("ckks", tmp_path, len(tables))
+    client = secure_agg.get("ckks", "client", options)
+    d, k = tables[0].x.shape[1], tables[0].node_x.shape[1]
+    payloads = {
+        t.name: client.client_protect(local_moments(t), moment_weight(t), 0) for t in tables
+    }
+    agg = secure_agg.get("ckks", "server", options).server_aggregate(payloads)
+    revealed = client.client_reveal(agg.payload, [(d,), (d,), (k,), (k,)])
+    total = sum(moment_weight(t) for t in tables)
+    for i, got in enumerate(revealed):
+        exact = sum(moment_weight(t) * local_moments(t)[i] for t in tables) / total
+        assert np.abs(got - exact).max() <= 1e-5, i
