@@ -20,6 +20,9 @@ import pytest
 import secure_agg
 from fedfraud.audit import verify
 from fedfraud.data.store import write_banks
+from fedfraud.run_model import MODEL_WEIGHTS_FILE, load_run_model
+from fedfraud.train import weight_shapes
+from secure_agg import Payload
 from tests.conftest import random_bank
 from tests.e2e.deployment import ROOT, Deployment, wait_for
 
@@ -57,7 +60,11 @@ def consortium(tmp_path_factory) -> Path:
 
 
 def node_config(consortium: Path, bank: str) -> dict[str, str]:
-    config = {"data-path": str(consortium / "banks" / bank), "bank-id": bank}
+    config = {
+        "data-path": str(consortium / "banks" / bank),
+        "bank-id": bank,
+        "model-dir": str(consortium / "models" / bank),  # the bank keeps the global model
+    }
     if BACKEND == "ckks":
         config["ckks-secret-context"] = str(consortium / "bank-keys" / "bank-secret.ckks")
     return config
@@ -165,7 +172,7 @@ def restarted_run(deployment, consortium, tmp_path_factory):
 
 
 def test_two_rounds_over_tls_with_authenticated_banks_write_results_and_model(
-    deployment, restarted_run
+    deployment, restarted_run, consortium
 ):
     out, _, results = restarted_run
     assert results["secure_agg"] == BACKEND
@@ -180,6 +187,15 @@ def test_two_rounds_over_tls_with_authenticated_banks_write_results_and_model(
         text=True,
     )
     assert cli.returncode == 0, cli.stderr
+    # Each bank kept the final global model it decrypted; the operator's folder holds no clear one.
+    assert not list(out.rglob(MODEL_WEIGHTS_FILE))
+    final = Payload.from_bytes((out / "global_model.payload").read_bytes())
+    for bank in BANKS:
+        model, _ = load_run_model(consortium / "models" / bank)
+        bank_side = secure_agg.get(BACKEND, "client", node_config(consortium, bank))
+        expected = bank_side.client_reveal(final, weight_shapes(model))
+        for got, want in zip(model.state_dict().values(), expected, strict=True):
+            np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
 
 
 def test_operator_killed_after_round_one_resumes_without_losing_it(restarted_run):
