@@ -46,9 +46,15 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def run_point(
-    data: Path, work: Path, args: argparse.Namespace, model: str, level: str, eps: float
+    data: Path,
+    work: Path,
+    args: argparse.Namespace,
+    model: str,
+    level: str,
+    eps: float,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One simulation; PR-AUC, ε per bank and time."""
+    """One simulation (training `settings`, default MODEL_SETTINGS[model]); PR-AUC, ε, time."""
     cfg = RunConfig(
         num_banks=args.banks,
         num_rounds=args.rounds,
@@ -59,7 +65,7 @@ def run_point(
         dp_epsilon=0.0 if math.isinf(eps) else eps,
         dp_delta=args.delta,
         dp_level=level,
-        **MODEL_SETTINGS[model],
+        **(MODEL_SETTINGS[model] if settings is None else settings),
     )
     start = time.perf_counter()
     res = simulate(cfg, work / f"run-{model}-{level}-{eps}-{time.time_ns()}", baselines=False)

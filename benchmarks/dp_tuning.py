@@ -55,8 +55,9 @@ def main() -> None:
         for variant in VARIANTS:
             setting = {**BASE, **variant}
             run_args = argparse.Namespace(**vars(args), rounds=setting.pop("rounds"))
-            dp_bench.MODEL_SETTINGS["mlp"] = setting
-            point = dp_bench.run_point(work / "data", work, run_args, "mlp", "record", args.epsilon)
+            point = dp_bench.run_point(
+                work / "data", work, run_args, "mlp", "record", args.epsilon, setting
+            )
             runs.append({"change": variant, "rounds": run_args.rounds, **setting, **point})
             change = ", ".join(f"{k}={v}" for k, v in variant.items()) or "base"
             rows.append({"change from base": change, "PR-AUC": f"{point['pr_auc']:.3f}"})

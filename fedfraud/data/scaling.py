@@ -63,7 +63,7 @@ MOMENT_WEIGHT_UNIT = 16.0
 
 
 def moment_weight(table: BankTable) -> float:
-    """Weight of a bank's moments in the consortium mean: its training rows / 16."""
+    """Weight of a bank's moments in the consortium mean: its training rows / MOMENT_WEIGHT_UNIT."""
     return float(table.mask(TRAIN).sum()) / MOMENT_WEIGHT_UNIT
 
 

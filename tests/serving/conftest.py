@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fedfraud.config import RunConfig
 from fedfraud.data.features import build_bank_table
 from fedfraud.data.scaling import Scaler, local_moments
 from fedfraud.data.store import write_banks
-from fedfraud.run_model import save_model_card
+from fedfraud.run_model import save_run_model
 from fedfraud.train import build_model, make_inputs, train_local
 from tests.conftest import random_bank
 
@@ -36,9 +35,7 @@ def make_run(
     scaler = Scaler.from_moments(local_moments(table))
     net = build_model(config, table)
     train_local(net, make_inputs(model, table, scaler), config, epochs=epochs)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), run_dir / "model.pt")
-    save_model_card(run_dir, config, table, scaler)
+    save_run_model(run_dir, net, config, table, scaler)
     return run_dir
 
 
