@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 	# CrypTen 0.4.1 declares an unusable `sklearn` dependency: install it alone, then its real deps.
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt crypten==0.4.1
 	$(BIN)/pip install --quiet -c constraints.txt omegaconf onnx
+	# openmined-psi 2.0.6 pins protobuf==6.30.2, which Flower's grpcio refuses; it runs on 6.33.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt openmined-psi==2.0.6
 	@echo "note: pip's 'crypten 0.4.1 requires sklearn, tensorboard, ...' above is expected: CrypTen runs without them"
 	$(BIN)/python -c "from secure_agg._crypten_compat import import_crypten; import_crypten()"
+	$(BIN)/python -c "import private_set_intersection.python"
 	touch $(STAMP)
 
 demo: install

@@ -1,0 +1,1 @@
+"""Cross-bank signals without pooling rows: secure account sketches and private alert matching."""
