@@ -24,10 +24,12 @@ from fedfraud.metrics import ScoreCounts, pooled_metrics, sum_counts
 from fedfraud.train import build_model, make_inputs, predict, train_local
 
 
-def test_counts(config: RunConfig, table: BankTable) -> tuple[ScoreCounts, int]:
+def selected_test_scores(
+    config: RunConfig, table: BankTable
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
     """Train from the shared initial model as the federation does (local-epochs per "round",
-    up to num-rounds, early stopping on validation PR-AUC with the run's patience) and count
-    the selected epoch's test scores per bin. Returns (counts, selected round)."""
+    up to num-rounds, early stopping on validation PR-AUC with the run's patience) and score
+    the test rows with the selected round's model: (labels, scores, typologies, round)."""
     scaler = Scaler.from_moments(local_moments(table))
     inputs = make_inputs(config.model, table, scaler)
     model = build_model(config, table)
@@ -45,12 +47,18 @@ def test_counts(config: RunConfig, table: BankTable) -> tuple[ScoreCounts, int]:
     model.load_state_dict(best_state)
     y, scores = predict(model, inputs, TEST)
     typology = table.typology[table.mask(TEST)] if table.typology is not None else None
-    return ScoreCounts.of(y, scores, typology), best_round
+    return y, scores, typology, best_round
+
+
+def selected_test_counts(config: RunConfig, table: BankTable) -> tuple[ScoreCounts, int]:
+    """`selected_test_scores` as per-bin counts (the protocol every arm is scored with)."""
+    y, scores, typology, selected = selected_test_scores(config, table)
+    return ScoreCounts.of(y, scores, typology), selected
 
 
 def train_and_score(config: RunConfig, table: BankTable) -> dict[str, Any]:
-    """One model's pooled test metrics (see `test_counts`)."""
-    counts, selected = test_counts(config, table)
+    """One model's pooled test metrics (see `selected_test_counts`)."""
+    counts, selected = selected_test_counts(config, table)
     return {"pooled": pooled_metrics(counts), "selected_round": selected}
 
 
@@ -61,7 +69,7 @@ def local_only(config: RunConfig, tables: Mapping[str, BankTable]) -> dict[str, 
     for name, t in tables.items():
         if t.y[t.mask(TRAIN)].sum() == 0:
             continue  # cannot train alone (the simulation refuses such banks up front)
-        counts[name], selected = test_counts(config, t)
+        counts[name], selected = selected_test_counts(config, t)
         per_bank[name] = {**pooled_metrics(counts[name]), "selected_round": selected}
     return {
         "label": "each bank alone on its own rows",

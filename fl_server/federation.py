@@ -106,6 +106,7 @@ class Federation:
         self.shared_options = dict(shared_options or {})
         self.journal = journal
         self.on_model = on_model
+        self.evaluating_nodes: list[int] = []  # nodes that answered the last evaluation
         self.node_banks: dict[int, str] = {}  # learned from replies; names halted banks
         self.halted_nodes: set[int] = set()
 
@@ -290,6 +291,7 @@ class Federation:
         evaluation = self.evaluate(alive, rnd, agg.payload, "val")
         record["metrics"] = {"pooled": evaluation["pooled"]}
         record["eval_banks"] = evaluation["banks"]
+        self.evaluating_nodes = evaluation["nodes"]
         record["eval_s"] = evaluation["eval_s"]
         return record
 
@@ -329,6 +331,7 @@ class Federation:
         return {
             "pooled": agreed_metrics(answers.metrics, stage),
             "banks": list(agg.included),
+            "nodes": revealing,
             "eval_s": time.perf_counter() - t0,
         }
 
@@ -337,6 +340,8 @@ class Federation:
         if self.state.best_model is None:
             raise FederationError("no round completed, so there is no model to evaluate")
         rnd = self.state.best_round
+        # Banks that evaluated the last round (a node gone silent is not waited for again).
+        nodes = self.evaluating_nodes or nodes
         evaluation = self.evaluate(nodes, rnd, self.state.best_model, "test")
         return {
             "selected_round": rnd,

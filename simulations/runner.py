@@ -186,6 +186,14 @@ def analyse_final_model(
         out["per_bank"][name] = binned_metrics(y, s, typology)
     y = np.concatenate([v[0] for v in selected.values()])
     s = np.concatenate([v[1] for v in selected.values()])
+    # The same rows in the clear: binned as the banks bin (must equal final.pooled) and exact.
+    counts = [
+        ScoreCounts.of(
+            *v, tables[n].typology[tables[n].mask(TEST)] if tables[n].typology is not None else None
+        )
+        for n, v in selected.items()
+    ]
+    out["binned_pooled"] = pooled_metrics(sum_counts(counts))
     out["exact_pooled"] = score_metrics(y, s)
     if config.model == "gnn":  # flagged groups of accounts per bank (fedfraud/rings.py)
         out["fraud_rings"] = {n: bank_rings(model, inputs[n], t) for n, t in tables.items()}
