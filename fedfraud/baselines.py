@@ -117,4 +117,5 @@ def union_of_tables(tables: list[BankTable]) -> BankTable:
         else None,
         node_x=np.concatenate([t.node_x for t in tables]) if has_graph else None,
         node_feature_names=tables[0].node_feature_names,
+        node_x_eval=np.concatenate([t.node_x_eval for t in tables]) if has_graph else None,
     )

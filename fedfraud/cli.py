@@ -57,7 +57,9 @@ def data_prepare(
     source: Annotated[Path, typer.Argument(help="CSV or Parquet file.")],
     out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per bank).")],
     banks: Annotated[int, typer.Option(help="Split into this many banks.")] = 5,
-    format: Annotated[str, typer.Option("--format", help="auto|csv|parquet|paysim|ulb")] = "auto",
+    format: Annotated[
+        str, typer.Option("--format", help="auto|csv|parquet|paysim|ulb|txgraph")
+    ] = "auto",
     mapping: Annotated[Path | None, typer.Option(help="Column mapping (JSON/TOML).")] = None,
     partition: Annotated[str, typer.Option(help="iid|dirichlet")] = "dirichlet",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = 0.5,
@@ -71,6 +73,15 @@ def data_prepare(
     _print_manifest(manifest, out)
 
 
+def _register_data_export() -> None:
+    from fedfraud.cli_export import data_export
+
+    data_app.command("export")(data_export)
+
+
+_register_data_export()
+
+
 def _print_manifest(manifest: dict[str, Any], out: Path) -> None:
     table = Table(title=f"consortium in {out}")
     for col in ("bank", "transactions", "fraud", "fraud rate"):
@@ -80,6 +91,8 @@ def _print_manifest(manifest: dict[str, Any], out: Path) -> None:
             b["bank"], f"{b['transactions']:,}", f"{b['fraud']:,}", f"{100 * b['fraud_rate']:.2f}%"
         )
     console.print(table)
+    if manifest.get("unlabelled_dropped"):
+        console.print(f"dropped {manifest['unlabelled_dropped']:,} unlabelled transactions")
 
 
 @keys_app.command("init")

@@ -13,7 +13,7 @@ from fedfraud.errors import ConfigError
 
 MODELS = ("mlp", "gnn")
 GNN_CONVS = ("sage", "gcn")
-DATA_FORMATS = ("synthetic", "csv", "parquet", "paysim", "ulb", "banks")
+DATA_FORMATS = ("synthetic", "csv", "parquet", "paysim", "ulb", "txgraph", "banks")
 PARTITIONS = ("iid", "dirichlet")
 # What DP protects (docs/privacy.md): "record" = Opacus DP-SGD in the bank (MLP only), "bank" =
 # clipped update + distributed Gaussian noise, "both", or "auto" (MLP: record, GNN: bank).

@@ -90,14 +90,10 @@ class _Logit(nn.Module):
 
 
 def gnn_head_inputs(model: nn.Module, graph: Any) -> torch.Tensor:
-    """[h_src, h_dst, edge_attr] per transaction: what FraudGNN's scorer sees (same steps as
-    FraudGNN.forward; a test checks the scorer on these equals the model's output)."""
+    """[h_src, h_dst, edge_attr] per transaction: what FraudGNN's scorer sees, each row from the
+    graph snapshot that scores it (a test checks the scorer on these equals the model's output)."""
     with torch.no_grad():
-        h = torch.relu(model.encode(graph.x))
-        for conv in model.convs:
-            h = h + torch.relu(conv(h, graph.edge_index))
-        src, dst = graph.tx_index
-        return torch.cat([h[src], h[dst], graph.edge_attr], dim=-1)
+        return model.head_inputs(graph)
 
 
 def explain_bank(

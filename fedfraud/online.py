@@ -3,47 +3,34 @@
 `build_bank_table` computes account features over a whole table with pandas (tens of ms for a
 bank). Scoring one transaction needs only the accounts it touches, so `AccountHistory` keeps a
 small running state per account and updates it as each transaction arrives. Contract (tested
-against `build_bank_table`): the features of a transaction observed here equal the features
-`build_bank_table(history + [transaction])` gives that transaction's row when it is the latest.
+row by row, bit for bit, in tests/data/test_point_in_time.py): replaying a bank's table in its
+time order through `observe` gives every row exactly the features `build_bank_table` gives it,
+because every batch feature is point in time (see fedfraud.data.history for the order and the
+same-timestamp rule: a transaction sees itself and every earlier one).
 
 Two consequences to know:
 * every observed transaction joins the in-memory history (the next one from the same sender sees
   it in its velocity features); the bank's file on disk is not changed;
-* `log_gap_next_h` looks ahead (time to the sender's *next* transaction) in the training table;
-  a transaction scored live has no next yet, so it gets the table's fill value (720 h), exactly
-  as the newest rows of a training table do. A transaction older than the history is scored as
-  if it were the latest (gaps clipped at 0).
+* a transaction older than the newest one observed is counted against the state as it is (its
+  gaps clipped at 0): batch and live agree for transactions that arrive in time order.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import insort
+from bisect import bisect_right, insort
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fedfraud.data.features import STRUCTURING_THRESHOLD
+from fedfraud.data.features import transaction_features
+from fedfraud.data.history import ACCOUNT_FEATURES, NO_GAP_H, NODE_FEATURES, WINDOWS_H
 from fedfraud.data.schema import CHANNELS, MCC_BUCKETS, OPTIONAL_DEFAULTS
 from fedfraud.errors import DataError
 
-NO_GAP_H = 24.0 * 30  # the fill value build_bank_table uses for "no previous/next transaction"
-ACCOUNT_FEATURES = (
-    "log_sender_tx",
-    "log_receiver_tx",
-    "log_receiver_fan_in",
-    "log_sender_fan_out",
-    "receiver_sends_here",
-    "log_amount_vs_sender_median",
-    "log_gap_prev_h",
-    "log_gap_next_h",
-    "log_receiver_gap_prev_h",
-    "log_sender_tx_same_hour",
-    "log_sender_tx_same_day",
-    "log_receiver_tx_same_day",
-)
+__all__ = ["ACCOUNT_FEATURES", "NO_GAP_H", "AccountHistory", "Transaction", "stateless_features"]
 
 
 @dataclass
@@ -132,52 +119,47 @@ def parse_transaction(
 
 
 def stateless_features(tx: Transaction) -> dict[str, float]:
-    """Features that need no history (mirrors the first half of `build_bank_table`)."""
-    amount = tx.amount
-    hod = math.fmod(tx.timestamp, 24.0)
-    hod = (hod + 24.0 if hod < 0 else hod) / 24.0 * 2 * math.pi
-    out = {
-        "log_amount": math.log1p(amount),
-        "round_amount": float(math.fmod(amount, 100.0) == 0),
-        "near_threshold": float(0.9 * STRUCTURING_THRESHOLD <= amount < STRUCTURING_THRESHOLD),
-        "tiny_amount": float(amount < 5.0),
-        "hour_sin": math.sin(hod),
-        "hour_cos": math.cos(hod),
-    }
-    for i, ch in enumerate(CHANNELS):
-        out[f"channel_{ch}"] = float(tx.channel == i)
-    for i, m in enumerate(MCC_BUCKETS):
-        out[f"mcc_{m}"] = float(tx.mcc == i)
-    out["device_new"] = tx.device_new
-    out["log_geo_km"] = math.log1p(tx.geo_km)
-    for key, v in tx.extra.items():
-        out[key] = math.copysign(math.log1p(abs(v)), v) if v else 0.0
-    return out
+    """Features that need no history: `transaction_features` on a one-row table."""
+
+    def one(v: float) -> np.ndarray:
+        return np.array([v], dtype=np.float64)
+
+    cols = transaction_features(
+        one(tx.amount),
+        one(tx.timestamp),
+        np.array([tx.channel], dtype=np.int64),
+        np.array([tx.mcc], dtype=np.int64),
+        one(tx.device_new),
+        one(tx.geo_km),
+        {k: one(v) for k, v in tx.extra.items()},
+    )
+    return {k: float(v[0]) for k, v in cols.items()}
 
 
-class _Sender:
-    __slots__ = ("count", "amounts", "amount_sum", "last_t", "hour", "hour_n", "day", "day_n")
+class _Account:
+    """What the bank has seen of one account, as sender and as receiver."""
 
-    def __init__(self) -> None:
-        self.count, self.amounts, self.amount_sum = 0, [], 0.0
-        self.last_t, self.hour, self.hour_n, self.day, self.day_n = None, None, 0, None, 0
-
-
-class _Receiver:
-    __slots__ = ("count", "amount_sum", "last_t", "day", "day_n")
+    __slots__ = (
+        *("sent", "log_sum", "out_amount", "s_last", "s_times"),
+        *("received", "in_amount", "r_last", "r_times"),
+    )
 
     def __init__(self) -> None:
-        self.count, self.amount_sum, self.last_t, self.day, self.day_n = 0, 0.0, None, None, 0
+        self.sent, self.log_sum, self.out_amount = 0, 0.0, 0.0
+        self.s_last: float | None = None
+        self.s_times: list[float] = []
+        self.received, self.in_amount = 0, 0.0
+        self.r_last: float | None = None
+        self.r_times: list[float] = []
 
 
-def _bucket(last: int | None, count: int, bucket: int) -> tuple[int | None, int, int]:
-    """(latest bucket, its count, this transaction's count) after a transaction in `bucket`;
-    a transaction older than the latest bucket counts 1 and leaves the state as it was."""
-    if last is None or bucket > last:
-        return bucket, 1, 1
-    if bucket == last:
-        return last, count + 1, count + 1
-    return last, count, 1
+def _in_window(times: list[float], t: float, width: float) -> int:
+    """How many of `times` lie in (t - width, t]."""
+    return bisect_right(times, t) - bisect_right(times, t - width)
+
+
+def _gap(last: float | None, t: float) -> float:
+    return NO_GAP_H if last is None else max(t - last, 0.0)
 
 
 class AccountHistory:
@@ -185,68 +167,86 @@ class AccountHistory:
     account features (and the new node statistics the GNN reads)."""
 
     def __init__(self) -> None:
-        self.senders: dict[str, _Sender] = {}
-        self.receivers: dict[str, _Receiver] = {}
+        self.state: dict[str, _Account] = {}
         self.out_pairs: dict[str, set[str]] = {}  # sender -> distinct receivers
         self.in_pairs: dict[str, set[str]] = {}  # receiver -> distinct senders
         self.size = 0
 
+    def _account(self, key: str) -> _Account:
+        a = self.state.get(key)
+        if a is None:
+            a = self.state[key] = _Account()
+        return a
+
     def observe(self, s_key: str, r_key: str, t: float, amount: float) -> dict[str, float]:
-        """Add a transaction (the newest one) and return its account features."""
-        s = self.senders.get(s_key) or self.senders.setdefault(s_key, _Sender())
-        r = self.receivers.get(r_key) or self.receivers.setdefault(r_key, _Receiver())
-        hour, day = math.floor(t), math.floor(t / 24)
-        gap_prev = NO_GAP_H if s.last_t is None else max(t - s.last_t, 0.0)
-        r_gap_prev = NO_GAP_H if r.last_t is None else max(t - r.last_t, 0.0)
-        s.count += 1
-        insort(s.amounts, amount)
-        s.amount_sum += amount
-        s.last_t = t if s.last_t is None else max(s.last_t, t)
-        s.hour, s.hour_n, hour_n = _bucket(s.hour, s.hour_n, hour)
-        s.day, s.day_n, day_n = _bucket(s.day, s.day_n, day)
-        r.count += 1
-        r.amount_sum += amount
-        r.last_t = t if r.last_t is None else max(r.last_t, t)
-        r.day, r.day_n, r_day_n = _bucket(r.day, r.day_n, day)
+        """Add a transaction (the newest one) and return its account features.
+
+        Every step mirrors `fedfraud.data.history.account_features` operation for operation
+        (same float64 additions in the same order, numpy's log1p), so values are identical."""
+        s, r = self._account(s_key), self._account(r_key)
+        log_amount = float(np.log1p(np.array([amount], dtype=np.float64))[0])
+        vs_mean = log_amount - s.log_sum / s.sent if s.sent else 0.0
+        gap, r_gap = _gap(s.s_last, t), _gap(r.r_last, t)
+        s.sent += 1
+        s.log_sum += log_amount
+        s.out_amount += amount
+        s.s_last = t if s.s_last is None else max(s.s_last, t)
+        insort(s.s_times, t)
+        r.received += 1
+        r.in_amount += amount
+        r.r_last = t if r.r_last is None else max(r.r_last, t)
+        insort(r.r_times, t)
         self.out_pairs.setdefault(s_key, set()).add(r_key)
         self.in_pairs.setdefault(r_key, set()).add(s_key)
         self.size += 1
-        n, a = s.count, s.amounts
-        median = a[n // 2] if n % 2 else (a[n // 2 - 1] + a[n // 2]) / 2
-        return {
-            "log_sender_tx": math.log1p(s.count),
-            "log_receiver_tx": math.log1p(r.count),
-            "log_receiver_fan_in": math.log1p(len(self.in_pairs[r_key])),
-            "log_sender_fan_out": math.log1p(len(self.out_pairs[s_key])),
-            "receiver_sends_here": float(r_key in self.senders),
-            "log_amount_vs_sender_median": math.log1p(amount) - math.log1p(median),
-            "log_gap_prev_h": math.log1p(gap_prev),
-            "log_gap_next_h": math.log1p(NO_GAP_H),
-            "log_receiver_gap_prev_h": math.log1p(r_gap_prev),
-            "log_sender_tx_same_hour": math.log1p(hour_n),
-            "log_sender_tx_same_day": math.log1p(day_n),
-            "log_receiver_tx_same_day": math.log1p(r_day_n),
+        raw = {
+            "log_sender_tx": s.sent,
+            "log_receiver_tx": r.received,
+            "log_receiver_fan_in": len(self.in_pairs[r_key]),
+            "log_sender_fan_out": len(self.out_pairs[s_key]),
+            "log_gap_prev_h": gap,
+            "log_receiver_gap_prev_h": r_gap,
+            "log_sender_tx_1h": _in_window(s.s_times, t, WINDOWS_H["1h"]),
+            "log_sender_tx_24h": _in_window(s.s_times, t, WINDOWS_H["24h"]),
+            "log_receiver_tx_24h": _in_window(r.r_times, t, WINDOWS_H["24h"]),
         }
+        logs = np.log1p(np.array(list(raw.values()), dtype=np.float64)).tolist()
+        out = dict(zip(raw, logs, strict=True))
+        out["receiver_sends_here"] = float(r.sent > 0)
+        out["log_amount_vs_sender_mean"] = vs_mean
+        return {k: out[k] for k in ACCOUNT_FEATURES}
 
     def node_features(self, key: str) -> dict[str, float]:
-        """Account (node) features of `_account_graph` for one account, from the state."""
-        s, r = self.senders.get(key), self.receivers.get(key)
-        out_deg, out_amt = (s.count, s.amount_sum) if s else (0, 0.0)
-        in_deg, in_amt = (r.count, r.amount_sum) if r else (0, 0.0)
-        return {
-            "log_out_degree": math.log1p(out_deg),
-            "log_in_degree": math.log1p(in_deg),
-            "log_out_amount": math.log1p(out_amt),
-            "log_in_amount": math.log1p(in_amt),
-            "log_distinct_in": math.log1p(len(self.in_pairs.get(key, ()))),
-            "log_distinct_out": math.log1p(len(self.out_pairs.get(key, ()))),
-            "is_customer": float(out_deg > 0),
-            "in_out_amount_ratio": math.log1p(in_amt) - math.log1p(out_amt),
+        """Account (node) features of `fedfraud.data.history.node_features` for one account,
+        over everything observed so far."""
+        a = self.state.get(key) or _Account()
+        raw = np.array(
+            [
+                a.sent,
+                a.received,
+                a.out_amount,
+                a.in_amount,
+                len(self.in_pairs.get(key, ())),
+                len(self.out_pairs.get(key, ())),
+            ],
+            dtype=np.float64,
+        )
+        out_deg, in_deg, out_amt, in_amt, d_in, d_out = np.log1p(raw).tolist()
+        values = {
+            "log_out_degree": out_deg,
+            "log_in_degree": in_deg,
+            "log_out_amount": out_amt,
+            "log_in_amount": in_amt,
+            "log_distinct_in": d_in,
+            "log_distinct_out": d_out,
+            "is_customer": float(a.sent > 0),
+            "in_out_amount_ratio": in_amt - out_amt,
         }
+        return {k: values[k] for k in NODE_FEATURES}
 
     def accounts(self) -> list[str]:
-        """Every account seen as sender or receiver."""
-        return list(dict.fromkeys([*self.senders, *self.receivers]))
+        """Every account seen as sender or receiver, in order of first appearance."""
+        return list(self.state)
 
 
 def history_records(frame: Any) -> list[dict[str, Any]]:

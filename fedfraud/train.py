@@ -48,14 +48,14 @@ class TrainStats:
 
 def make_inputs(model: str, table: BankTable, scaler: Scaler) -> ModelInputs:
     """Scale a bank's table and shape it for `model` ("mlp" or "gnn")."""
-    x, node_x = scaler.transform(table)
+    x, node_x, node_x_eval = scaler.transform(table)
     graph = None
     if model == "gnn":
         # Imported here: torch_geometric takes seconds to import, and a deployed bank starts a
         # fresh process for every message.
         from fedfraud.data.graph import to_graph
 
-        graph = to_graph(table, x, node_x)
+        graph = to_graph(table, x, node_x, node_x_eval)
     return ModelInputs(
         model=model,
         x=torch.from_numpy(x),

@@ -1,16 +1,29 @@
-"""Bank-local feature engineering: every value comes from the bank's own table, no labels used.
+"""Bank-local feature engineering: every value comes from the bank's own table, no labels used,
+and every feature of a transaction only from the bank's transactions up to it (point in time,
+see `fedfraud.data.history` for the order and the same-timestamp rule).
 
 Features are raw (unscaled) here. Scaling uses consortium-wide moments that the banks compute
 through secure aggregation (see `fedfraud.data.scaling`), so no bank's raw data is pooled.
+
+The GNN's account graph is a snapshot per split (inductive in time): training and validation
+rows are scored on the graph of the training rows, test rows on the graph of the training and
+validation rows; no split's graph holds an edge of a later split (`graph_rows`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from fedfraud.data.history import (
+    NODE_FEATURES,
+    account_codes,
+    account_features,
+    node_features,
+)
 from fedfraud.data.schema import (
     CHANNELS,
     LABEL,
@@ -27,7 +40,7 @@ TRAIN, VAL, TEST = 0, 1, 2
 
 @dataclass(frozen=True)
 class BankTable:
-    """One bank's transactions as model-ready arrays (features unscaled)."""
+    """One bank's transactions as model-ready arrays (features unscaled, rows time-sorted)."""
 
     name: str
     x: np.ndarray  # (n, d) float32 transaction features
@@ -37,12 +50,20 @@ class BankTable:
     typology: np.ndarray | None  # ground truth for analysis only
     src: np.ndarray | None  # (n,) int64 local sender node index (when accounts are known)
     dst: np.ndarray | None  # (n,) int64 local receiver node index
-    node_x: np.ndarray | None  # (num_nodes, k) float32 account features
+    node_x: np.ndarray | None  # (num_nodes, k) float32 account features over the TRAIN rows
     node_feature_names: tuple[str, ...] = ()
+    # (num_nodes, k) account features over the TRAIN and VAL rows: the graph TEST rows see.
+    node_x_eval: np.ndarray | None = None
 
     def mask(self, split: int) -> np.ndarray:
         """Boolean mask of the rows in `split`."""
         return self.split == split
+
+
+def graph_rows(split: np.ndarray, scored: int) -> np.ndarray:
+    """Rows whose edges make the graph that rows of split `scored` are scored with: the training
+    period's graph for TRAIN and VAL rows, the graph up to the end of VAL for TEST rows."""
+    return split == TRAIN if scored in (TRAIN, VAL) else split <= VAL
 
 
 def temporal_split(
@@ -59,16 +80,18 @@ def temporal_split(
     return split
 
 
-def build_bank_table(
-    df: pd.DataFrame, name: str, with_graph: bool = True, split_column: str | None = None
-) -> BankTable:
-    """Turn a validated canonical table into features, labels, splits and (optionally) a graph.
-
-    The split is temporal unless `split_column` names a column holding TRAIN/VAL/TEST codes."""
-    df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
+def transaction_features(
+    amount: np.ndarray,
+    hours: np.ndarray,
+    channel: np.ndarray,
+    mcc: np.ndarray,
+    device_new: np.ndarray,
+    geo_km: np.ndarray,
+    extras: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Features of each transaction by itself (no history); the live scorer calls this on
+    one-row arrays, so batch and live values are computed by the same numpy code."""
     cols: dict[str, np.ndarray] = {}
-    amount = df["amount"].to_numpy(np.float64)
-    hours = df["timestamp"].to_numpy(np.float64)
     cols["log_amount"] = np.log1p(amount)
     cols["round_amount"] = (np.mod(amount, 100.0) == 0).astype(np.float64)
     cols["near_threshold"] = (
@@ -77,26 +100,49 @@ def build_bank_table(
     cols["tiny_amount"] = (amount < 5.0).astype(np.float64)
     hod = np.mod(hours, 24.0) / 24.0 * 2 * np.pi
     cols["hour_sin"], cols["hour_cos"] = np.sin(hod), np.cos(hod)
-    channel = df["channel"].to_numpy(np.int64)
     for i, ch in enumerate(CHANNELS):
         cols[f"channel_{ch}"] = (channel == i).astype(np.float64)
-    mcc = df["mcc"].to_numpy(np.int64)
     for i, m in enumerate(MCC_BUCKETS):
         cols[f"mcc_{m}"] = (mcc == i).astype(np.float64)
-    cols["device_new"] = df["device_new"].to_numpy(np.float64)
-    cols["log_geo_km"] = np.log1p(df["geo_km"].to_numpy(np.float64))
-    for c in extra_feature_columns(df.columns):
+    cols["device_new"] = device_new.astype(np.float64)
+    cols["log_geo_km"] = np.log1p(geo_km)
+    for c, v in extras.items():
         # Signed log keeps heavy-tailed columns (balances, raw amounts) in a range where the
         # consortium's secure moment aggregation cannot overflow; it is monotonic.
-        v = df[c].to_numpy(np.float64)
         cols[c] = np.sign(v) * np.log1p(np.abs(v))
+    return cols
 
-    src = dst = node_x = None
+
+def build_bank_table(
+    df: pd.DataFrame, name: str, with_graph: bool = True, split_column: str | None = None
+) -> BankTable:
+    """Turn a validated canonical table into features, labels, splits and (optionally) a graph.
+
+    The split is temporal unless `split_column` names a column holding TRAIN/VAL/TEST codes."""
+    df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    amount = df["amount"].to_numpy(np.float64)
+    hours = df["timestamp"].to_numpy(np.float64)
+    cols = transaction_features(
+        amount,
+        hours,
+        df["channel"].to_numpy(np.int64),
+        df["mcc"].to_numpy(np.int64),
+        df["device_new"].to_numpy(np.float64),
+        df["geo_km"].to_numpy(np.float64),
+        {c: df[c].to_numpy(np.float64) for c in extra_feature_columns(df.columns)},
+    )
+    split = df[split_column].to_numpy(np.int8) if split_column else temporal_split(hours)
+
+    src = dst = node_x = node_x_eval = None
     node_names: tuple[str, ...] = ()
     if has_accounts(df):
-        cols.update(_account_features(df, amount, hours))
+        sender, receiver, num_nodes = account_codes(df["sender"], df["receiver"])
+        cols.update(account_features(sender, receiver, amount, hours))
         if with_graph:
-            src, dst, node_x, node_names = _account_graph(df, amount)
+            # Accounts are nodes, transactions directed edges sender -> receiver.
+            src, dst, node_names = sender, receiver, NODE_FEATURES
+            node_x = node_features(src, dst, amount, num_nodes, graph_rows(split, TRAIN))
+            node_x_eval = node_features(src, dst, amount, num_nodes, graph_rows(split, TEST))
 
     feature_names = tuple(cols)
     x = np.column_stack([cols[k] for k in feature_names]).astype(np.float32)
@@ -105,87 +151,12 @@ def build_bank_table(
         name=name,
         x=x,
         y=df[LABEL].to_numpy(np.float32),
-        split=(df[split_column].to_numpy(np.int8) if split_column else temporal_split(hours)),
+        split=split,
         feature_names=feature_names,
         typology=typology,
         src=src,
         dst=dst,
         node_x=node_x,
         node_feature_names=node_names,
+        node_x_eval=node_x_eval,
     )
-
-
-def _account_features(
-    df: pd.DataFrame, amount: np.ndarray, hours: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Per-transaction views of the sender's and receiver's behaviour inside this bank."""
-    out: dict[str, np.ndarray] = {}
-    sender = pd.factorize(df["sender"])[0]
-    receiver = pd.factorize(df["receiver"])[0]
-    s_count = np.bincount(sender)
-    r_count = np.bincount(receiver)
-    out["log_sender_tx"] = np.log1p(s_count[sender])
-    out["log_receiver_tx"] = np.log1p(r_count[receiver])
-    pairs = pd.DataFrame({"s": sender, "r": receiver})
-    fan_in = pairs.drop_duplicates().groupby("r").size()
-    fan_out = pairs.drop_duplicates().groupby("s").size()
-    out["log_receiver_fan_in"] = np.log1p(fan_in.reindex(receiver).to_numpy(np.float64))
-    out["log_sender_fan_out"] = np.log1p(fan_out.reindex(sender).to_numpy(np.float64))
-    # Receivers that never send in this bank are external or merchant accounts.
-    senders_set = pd.Index(df["sender"].unique())
-    out["receiver_sends_here"] = df["receiver"].isin(senders_set).to_numpy(np.float64)
-    # Sender's amount relative to their own median (account takeover, structuring).
-    s_median = pd.Series(amount).groupby(sender).transform("median").to_numpy()
-    out["log_amount_vs_sender_median"] = np.log1p(amount) - np.log1p(s_median)
-    # Velocity: time since the sender's previous and until their next transaction (rows are
-    # time-sorted, so a stable groupby diff is the per-account gap).
-    t = pd.Series(hours)
-    gap_prev = t.groupby(sender).diff().fillna(24 * 30).to_numpy()
-    gap_next = (-t.groupby(sender).diff(-1)).fillna(24 * 30).to_numpy()
-    out["log_gap_prev_h"] = np.log1p(np.clip(gap_prev, 0, None))
-    out["log_gap_next_h"] = np.log1p(np.clip(gap_next, 0, None))
-    r_gap_prev = t.groupby(receiver).diff().fillna(24 * 30).to_numpy()
-    out["log_receiver_gap_prev_h"] = np.log1p(np.clip(r_gap_prev, 0, None))
-    # Transactions by the same sender within the same hour bucket / day bucket.
-    hour_bucket = np.floor(hours).astype(np.int64)
-    day_bucket = np.floor(hours / 24).astype(np.int64)
-    out["log_sender_tx_same_hour"] = np.log1p(
-        pd.Series(sender).groupby([sender, hour_bucket]).transform("size").to_numpy()
-    )
-    out["log_sender_tx_same_day"] = np.log1p(
-        pd.Series(sender).groupby([sender, day_bucket]).transform("size").to_numpy()
-    )
-    out["log_receiver_tx_same_day"] = np.log1p(
-        pd.Series(receiver).groupby([receiver, day_bucket]).transform("size").to_numpy()
-    )
-    return out
-
-
-def _account_graph(
-    df: pd.DataFrame, amount: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Accounts are nodes, transactions are directed edges sender -> receiver."""
-    codes, _ = pd.factorize(pd.concat([df["sender"], df["receiver"]], ignore_index=True))
-    n = len(df)
-    src, dst = codes[:n].astype(np.int64), codes[n:].astype(np.int64)
-    num_nodes = int(codes.max()) + 1
-    out_deg = np.bincount(src, minlength=num_nodes)
-    in_deg = np.bincount(dst, minlength=num_nodes)
-    out_amt = np.bincount(src, weights=amount, minlength=num_nodes)
-    in_amt = np.bincount(dst, weights=amount, minlength=num_nodes)
-    uniq = pd.DataFrame({"s": src, "d": dst}).drop_duplicates()
-    uniq_in = np.bincount(uniq["d"].to_numpy(), minlength=num_nodes)
-    uniq_out = np.bincount(uniq["s"].to_numpy(), minlength=num_nodes)
-    features = {
-        "log_out_degree": np.log1p(out_deg),
-        "log_in_degree": np.log1p(in_deg),
-        "log_out_amount": np.log1p(out_amt),
-        "log_in_amount": np.log1p(in_amt),
-        "log_distinct_in": np.log1p(uniq_in),
-        "log_distinct_out": np.log1p(uniq_out),
-        "is_customer": (out_deg > 0).astype(np.float64),
-        "in_out_amount_ratio": np.log1p(in_amt) - np.log1p(out_amt),
-    }
-    names = tuple(features)
-    node_x = np.column_stack([features[k] for k in names]).astype(np.float32)
-    return src, dst, node_x, names

@@ -182,6 +182,7 @@ def prepare_banks(
         "partition_unit": "sender" if has_accounts(df) else "row",
         "transactions": int(len(df)),
         "fraud": int(df[LABEL].sum()),
+        "unlabelled_dropped": int(df.attrs.get("unlabelled_dropped", 0)),
     }
     return write_banks(frames, out_dir, meta)
 

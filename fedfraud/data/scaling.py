@@ -26,13 +26,19 @@ class Scaler:
     node_mean: np.ndarray
     node_std: np.ndarray
 
-    def transform(self, table: BankTable) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scaled transaction features and scaled node features (or None)."""
+    def transform(
+        self, table: BankTable
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Scaled transaction features and the scaled node features of the training graph and
+        of the evaluation graph (None without a graph)."""
         x = ((table.x - self.mean) / self.std).astype(np.float32)
-        node_x = None
-        if table.node_x is not None:
-            node_x = ((table.node_x - self.node_mean) / self.node_std).astype(np.float32)
-        return x, node_x
+        return x, self.scale_nodes(table.node_x), self.scale_nodes(table.node_x_eval)
+
+    def scale_nodes(self, node_x: np.ndarray | None) -> np.ndarray | None:
+        """Scaled account features (None stays None)."""
+        if node_x is None:
+            return None
+        return ((node_x - self.node_mean) / self.node_std).astype(np.float32)
 
     @classmethod
     def from_moments(cls, moments: list[np.ndarray]) -> Scaler:
@@ -47,13 +53,15 @@ class Scaler:
 
 
 def local_moments(table: BankTable) -> list[np.ndarray]:
-    """`[E[x], E[x^2], E[node_x], E[node_x^2]]` over this bank's training rows and accounts."""
-    x = table.x[table.mask(TRAIN)].astype(np.float64)
-    node_x = (
-        table.node_x.astype(np.float64)
-        if table.node_x is not None
-        else np.zeros((1, 0), dtype=np.float64)
-    )
+    """`[E[x], E[x^2], E[node_x], E[node_x^2]]` over this bank's training rows and the accounts
+    of its training graph (accounts first seen later are not in it)."""
+    train = table.mask(TRAIN)
+    x = table.x[train].astype(np.float64)
+    if table.node_x is not None and table.src is not None and table.dst is not None:
+        active = np.unique(np.concatenate([table.src[train], table.dst[train]]))
+        node_x = table.node_x[active].astype(np.float64)
+    else:
+        node_x = np.zeros((1, 0), dtype=np.float64)
     return [x.mean(0), (x**2).mean(0), node_x.mean(0), (node_x**2).mean(0)]
 
 

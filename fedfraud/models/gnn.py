@@ -28,17 +28,40 @@ class FraudGNN(nn.Module):
             nn.Linear(hidden, 1),
         )
 
+    def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Account embeddings over one graph snapshot."""
+        h = torch.relu(self.encode(x))
+        for conv in self.convs:
+            h = h + torch.relu(conv(h, edge_index))  # residual keeps account's own signal
+        return h
+
+    def head_inputs(self, data: Data, tx: torch.Tensor | None = None) -> torch.Tensor:
+        """[h_src, h_dst, tx features] of transactions `tx` (indices; default all), each from
+        the graph snapshot that scores it (`data.tx_graph`: 0 = training graph, 1 = the graph
+        up to the end of validation; see fedfraud.data.graph). Only snapshots needed by `tx`
+        are embedded, so training batches pay for one message-passing pass."""
+        tx_index, edge_attr = data.tx_index, data.edge_attr
+        which = getattr(data, "tx_graph", None)
+        if which is None:
+            which = torch.zeros(tx_index.shape[1], dtype=torch.long)
+        if tx is not None:
+            tx_index, edge_attr, which = tx_index[:, tx], edge_attr[tx], which[tx]
+        src, dst = tx_index
+        pair = edge_attr.new_empty((len(which), 2 * self.encode.out_features))
+        for g in torch.unique(which).tolist():
+            h = (
+                self.embed(data.x, data.edge_index)
+                if g == 0
+                else self.embed(data.x_eval, data.edge_index_eval)
+            )
+            rows = which == g
+            pair[rows] = torch.cat([h[src[rows]], h[dst[rows]]], dim=-1)
+        return torch.cat([pair, edge_attr], dim=-1)
+
     def forward(self, data: Data, tx: torch.Tensor | None = None) -> torch.Tensor:
         """Fraud logits of transactions `tx` (indices; default all). Account embeddings are
         cheap (few accounts); scoring only a batch of transactions keeps training fast."""
-        h = torch.relu(self.encode(data.x))
-        for conv in self.convs:
-            h = h + torch.relu(conv(h, data.edge_index))  # residual keeps account's own signal
-        tx_index, edge_attr = data.tx_index, data.edge_attr
-        if tx is not None:
-            tx_index, edge_attr = tx_index[:, tx], edge_attr[tx]
-        src, dst = tx_index
-        return self.score(torch.cat([h[src], h[dst], edge_attr], dim=-1)).squeeze(-1)
+        return self.score(self.head_inputs(data, tx)).squeeze(-1)
 
 
 @register("gnn")

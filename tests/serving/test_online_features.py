@@ -57,24 +57,26 @@ def test_observed_features_equal_build_bank_table_rows(extra):
         }
         table = build_bank_table(pd.concat([history, new.iloc[: k + 1]]), "b", with_graph=True)
         live = ordered(values, table.feature_names, "feature")
-        np.testing.assert_allclose(live, table.x[-1], rtol=1e-6, atol=1e-6, err_msg=str(k))
+        np.testing.assert_array_equal(live, table.x[-1], err_msg=str(k))
         assert state.size == len(history) + k + 1
 
 
 def test_node_features_equal_the_account_graph():
-    history = bank_frame()
+    # Every row in the training split: the training graph's snapshot is the whole history,
+    # which is what the live state holds after observing it.
+    history = bank_frame().assign(_split=0)
     state = AccountHistory()
     for r in history.to_dict("records"):
         state.observe(
             account_key(r["sender"]), account_key(r["receiver"]), r["timestamp"], r["amount"]
         )
-    table = build_bank_table(history, "b", with_graph=True)
+    table = build_bank_table(history, "b", with_graph=True, split_column="_split")
     codes, uniques = pd.factorize(pd.concat([history["sender"], history["receiver"]]))
     for node in (0, 1, len(uniques) // 2, len(uniques) - 1):
         live = ordered(
             state.node_features(account_key(uniques[node])), table.node_feature_names, ""
         )
-        np.testing.assert_allclose(live, table.node_x[node], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(live, table.node_x[node])
 
 
 def test_account_ids_of_any_type_name_one_account():

@@ -16,9 +16,13 @@ from tests.serving.test_online_features import new_transactions
 
 
 def full_model_probability(run, frame: pd.DataFrame) -> float:
-    """The newest row's probability from the model over the whole table (training's view)."""
+    """The newest row's probability from the model over the whole table, every row in the
+    training split so that the GNN's graph holds every edge up to and including the newest
+    (what the live scorer sees; the evaluation graphs of a temporal split are older)."""
     model, card = load_run_model(run)
-    table = build_bank_table(frame, "b", with_graph=card.model == "gnn")
+    table = build_bank_table(
+        frame.assign(_split=0), "b", with_graph=card.model == "gnn", split_column="_split"
+    )
     inputs = make_inputs(card.model, table, card.scaler)
     with torch.no_grad():
         logits = model(inputs.graph) if card.model == "gnn" else model(inputs.x)
