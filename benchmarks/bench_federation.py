@@ -58,13 +58,14 @@ def cell_summary(res: dict[str, Any], wall_s: float) -> dict[str, Any]:
     }
 
 
-def export(data: Path, fmt: str, out: Path) -> Path | None:
-    """`fedfraud data export --format FMT` of one generated consortium, or None if the CLI
-    has no such command (then the cell is skipped and the report says so)."""
-    target = out / f"export.{fmt}.csv"
+def export(fmt: str, banks: int, transactions: int, seed: int, out: Path) -> Path | None:
+    """The generator's data as one file via `fedfraud data export --format FMT`, or None if
+    the CLI cannot (then the cell is skipped and the report says so)."""
+    target = out / f"export-{seed}.{fmt}.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "fedfraud.cli", "data", "export", "--format", fmt]
-        + ["--data", str(data), "--out", str(target)],
+        + ["--out", str(target), "--banks", str(banks)]
+        + ["--transactions", str(transactions), "--seed", str(seed)],
         capture_output=True,
         text=True,
     )
@@ -117,42 +118,52 @@ def main() -> None:
         )
         (RESULTS / f"{args.name}.md").write_text(markdown(args, cells, skipped))
 
-    base = dict(num_rounds=args.rounds, secure_agg=args.secure_agg, data_format="banks")
+    base = dict(num_rounds=args.rounds, secure_agg=args.secure_agg)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        for seed in seeds:
-            for banks in bank_counts:
-                data = tmp / f"data-{seed}-{banks}"
-                if "synthetic" in formats and any(
-                    f"synthetic/{m}/{banks}/{seed}" not in cells for m in models
-                ):
-                    write_consortium(data, banks, args.transactions, seed)
-                for model in models if "synthetic" in formats else ():
-                    cfg = RunConfig(
-                        num_banks=banks, model=model, data_path=str(data), seed=seed, **base
-                    )
-                    run_cell(f"synthetic/{model}/{banks}/{seed}", cfg, tmp, cells, save)
-        for fmt in (f for f in formats if f != "synthetic"):
+        # Breadth first: every cell of the first seed (exported formats included), then the
+        # synthetic cells of the other seeds, then their exported formats; so a run cut short
+        # still covers every group.
+        order = [(seeds[0], f) for f in formats]
+        order += [(s, "synthetic") for s in seeds[1:] if "synthetic" in formats]
+        order += [(s, f) for s in seeds[1:] for f in formats if f != "synthetic"]
+        for seed, fmt in order:
+            if fmt == "synthetic":
+                for banks in bank_counts:
+                    data = tmp / f"data-{seed}-{banks}"
+                    keys = [f"synthetic/{m}/{banks}/{seed}" for m in models]
+                    if any(k not in cells for k in keys):
+                        write_consortium(data, banks, args.transactions, seed)
+                    for model, key in zip(models, keys, strict=True):
+                        cfg = RunConfig(
+                            num_banks=banks,
+                            model=model,
+                            seed=seed,
+                            data_format="banks",
+                            data_path=str(data),
+                            **base,
+                        )
+                        run_cell(key, cfg, tmp, cells, save)
+                continue
             banks = min(bank_counts)
-            for seed in seeds:
-                wanted = [m for m in models if not (fmt == "ulb" and m == "gnn")]  # no accounts
-                if all(f"{fmt}/{m}/{banks}/{seed}" in cells for m in wanted):
-                    continue
-                data = tmp / f"export-{seed}"
-                write_consortium(data, banks, args.transactions, seed)
-                file = export(data, fmt, tmp)
-                if file is None:
-                    skipped.append(f"{fmt}: `fedfraud data export --format {fmt}` not available")
-                    save()
-                    break
-                for model in wanted:
-                    cfg = RunConfig(
-                        num_banks=banks,
-                        model=model,
-                        seed=seed,
-                        **{**base, "data_format": fmt, "data_path": str(file)},
-                    )
-                    run_cell(f"{fmt}/{model}/{banks}/{seed}", cfg, tmp, cells, save)
+            wanted = [m for m in models if not (fmt == "ulb" and m == "gnn")]  # no accounts
+            if all(f"{fmt}/{m}/{banks}/{seed}" in cells for m in wanted):
+                continue
+            file = export(fmt, banks, args.transactions, seed, tmp)
+            if file is None:
+                skipped.append(f"{fmt}: `fedfraud data export --format {fmt}` failed")
+                save()
+                continue
+            for model in wanted:
+                cfg = RunConfig(
+                    num_banks=banks,
+                    model=model,
+                    seed=seed,
+                    data_format=fmt,
+                    data_path=str(file),
+                    **base,
+                )
+                run_cell(f"{fmt}/{model}/{banks}/{seed}", cfg, tmp, cells, save)
     save()
     print((RESULTS / f"{args.name}.md").read_text())
 
