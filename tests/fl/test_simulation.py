@@ -105,3 +105,17 @@ def test_client_cpus_reaches_the_simulation_engine(monkeypatch):
     with pytest.raises(Exception, match="ended without results"):
         run_federation(RunConfig(num_banks=3, client_cpus=0.25), {})
     assert seen == {"num_cpus": 0.25, "num_gpus": 0.0}
+
+
+def test_a_bank_without_test_fraud_is_named_before_federation_starts(small_consortium, tmp_path):
+    from fedfraud.data.store import read_bank, write_banks
+    from simulations.runner import load_banks, split_warnings
+
+    frames = {b: read_bank(small_consortium / b) for b in ("bank-00", "bank-01", "bank-02")}
+    late = frames["bank-01"]["timestamp"] >= frames["bank-01"]["timestamp"].quantile(0.75)
+    frames["bank-01"].loc[late, "is_fraud"] = 0  # no fraud in its test period any more
+    write_banks(frames, tmp_path / "banks")
+    cfg = RunConfig(num_banks=3, data_format="banks", data_path=str(tmp_path / "banks"))
+    _, tables = load_banks(cfg, tmp_path / "banks")
+    warnings = split_warnings(tables)
+    assert len(warnings) == 1 and warnings[0].startswith("bank-01 has no fraud in its test split")
