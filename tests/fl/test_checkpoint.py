@@ -167,6 +167,9 @@ def test_audit_round_entries_name_banks_digests_and_model(tmp_path):
     import hashlib
 
     assert hashlib.sha256(model_bytes(out)).hexdigest() == entry["model_sha256"]
+    finish = entries[-1]
+    assert finish["event"] == "finish" and finish["selected_round"] == 1
+    assert finish["selected_model_sha256"] == hashlib.sha256(model_bytes(out)).hexdigest()
 
 
 def test_resume_refuses_a_changed_model_setting(tmp_path):
