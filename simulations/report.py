@@ -114,7 +114,11 @@ def plot_convergence(results: dict[str, Any], path: Path) -> None:
     test = pooled(results)
     if test.get("n_rows"):
         ax.axhline(
-            test["n_frauds"] / test["n_rows"], ls="-", lw=0.8, c="grey", label="fraud base rate"
+            test["n_frauds"] / test["n_rows"],
+            ls="-",
+            lw=0.8,
+            c="grey",
+            label="fraud base rate (test rows)",
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
