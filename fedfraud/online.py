@@ -30,8 +30,6 @@ from fedfraud.data.history import ACCOUNT_FEATURES, NO_GAP_H, NODE_FEATURES, WIN
 from fedfraud.data.schema import CHANNELS, MCC_BUCKETS, OPTIONAL_DEFAULTS
 from fedfraud.errors import DataError
 
-__all__ = ["ACCOUNT_FEATURES", "NO_GAP_H", "AccountHistory", "Transaction", "stateless_features"]
-
 
 @dataclass
 class Transaction:
