@@ -71,9 +71,9 @@ def run_point(
     res = simulate(cfg, work / f"run-{model}-{level}-{eps}-{time.time_ns()}", baselines=False)
     privacy = res["privacy"]
     return {
-        "pr_auc": res["final"]["pr_auc"],
-        "roc_auc": res["final"]["roc_auc"],
-        "recall_at_1pct_fpr": res["final"]["recall_at_1pct_fpr"],
+        "pr_auc": res["final"]["pooled"]["pr_auc"],
+        "roc_auc": res["final"]["pooled"]["roc_auc"],
+        "recall_at_1pct_fpr": res["final"]["pooled"]["recall_at_1pct_fpr"],
         "max_epsilon": max(privacy["epsilon_per_bank"].values(), default=None),
         "max_bank_level_epsilon": max(
             privacy.get("bank_level_epsilon_per_bank", {}).values(), default=None

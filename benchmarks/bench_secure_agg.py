@@ -185,8 +185,8 @@ def federation(model: str, backend: str, data: Path, out: Path, args: Any) -> di
         "bytes_ratio": statistics.mean(r["bytes_up"] / r["bytes_plain"] for r in steady),
         "bytes_ratio_round1": rounds[0]["bytes_up"] / rounds[0]["bytes_plain"],
         "num_failures": sum(r["num_failures"] for r in rounds),
-        "pr_auc": res["final"]["pr_auc"],
-        "roc_auc": res["final"]["roc_auc"],
+        "pr_auc": res["final"]["pooled"]["pr_auc"],
+        "roc_auc": res["final"]["pooled"]["roc_auc"],
         "num_params": rounds[-1]["bytes_plain"] // (4 * args.banks),
         "wall_s": time.perf_counter() - start,
     }

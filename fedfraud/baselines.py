@@ -10,45 +10,70 @@ Two pooled yardsticks, both for researchers only (pooling is what federation avo
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fedfraud.config import RunConfig
-from fedfraud.data.features import TEST, TRAIN, BankTable, build_bank_table, temporal_split
+from fedfraud.data.features import TEST, TRAIN, VAL, BankTable, build_bank_table, temporal_split
 from fedfraud.data.scaling import Scaler, local_moments
-from fedfraud.metrics import score_metrics, typology_recall, weighted_mean
+from fedfraud.metrics import ScoreCounts, pooled_metrics, sum_counts
 from fedfraud.train import build_model, make_inputs, predict, train_local
 
 
-def train_and_score(config: RunConfig, table: BankTable) -> dict:
-    """Train from the shared initial model for the run's total epochs; score the test split."""
+def selected_test_scores(
+    config: RunConfig, table: BankTable
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """Train from the shared initial model as the federation does (local-epochs per "round",
+    up to num-rounds, early stopping on validation PR-AUC with the run's patience) and score
+    the test rows with the selected round's model: (labels, scores, typologies, round)."""
     scaler = Scaler.from_moments(local_moments(table))
     inputs = make_inputs(config.model, table, scaler)
     model = build_model(config, table)
-    train_local(
-        model, inputs, config, epochs=config.num_rounds * config.local_epochs, seed=config.seed
-    )
+    best, best_round, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
+    for rnd in range(1, config.num_rounds + 1):
+        train_local(model, inputs, config, seed=config.seed * 1000 + rnd)
+        y, scores = predict(model, inputs, VAL)
+        value = pooled_metrics(ScoreCounts.of(y, scores))["pr_auc"]
+        if np.isfinite(value) and value > best:
+            best, best_round, best_state = value, rnd, copy.deepcopy(model.state_dict())
+        elif config.patience and rnd - best_round >= config.patience:
+            break
+    if best_round == 0:  # validation never defined (no fraud there): keep the last epoch
+        best_round, best_state = rnd, model.state_dict()
+    model.load_state_dict(best_state)
     y, scores = predict(model, inputs, TEST)
-    result = {**score_metrics(y, scores), "n_test": int(len(y))}
-    if table.typology is not None:
-        result["typology_recall"] = typology_recall(y, scores, table.typology[table.mask(TEST)])
-    return result
+    typology = table.typology[table.mask(TEST)] if table.typology is not None else None
+    return y, scores, typology, best_round
 
 
-def local_only(config: RunConfig, tables: Mapping[str, BankTable]) -> dict:
-    """Each bank trains alone on its own data."""
-    per_bank = {
-        name: train_and_score(config, t)
-        for name, t in tables.items()
-        if t.y[t.mask(TRAIN)].sum() > 0
-    }
-    weights = {b: float(r["n_test"]) for b, r in per_bank.items()}
-    mean = weighted_mean(per_bank, weights)
+def selected_test_counts(config: RunConfig, table: BankTable) -> tuple[ScoreCounts, int]:
+    """`selected_test_scores` as per-bin counts (the protocol every arm is scored with)."""
+    y, scores, typology, selected = selected_test_scores(config, table)
+    return ScoreCounts.of(y, scores, typology), selected
+
+
+def train_and_score(config: RunConfig, table: BankTable) -> dict[str, Any]:
+    """One model's pooled test metrics (see `selected_test_counts`)."""
+    counts, selected = selected_test_counts(config, table)
+    return {"pooled": pooled_metrics(counts), "selected_round": selected}
+
+
+def local_only(config: RunConfig, tables: Mapping[str, BankTable]) -> dict[str, Any]:
+    """Each bank trains alone and scores its own test rows; `pooled` = metrics over the union
+    of those rows (the federated model's protocol), `per_bank` = each bank's own."""
+    counts, per_bank = {}, {}
+    for name, t in tables.items():
+        if t.y[t.mask(TRAIN)].sum() == 0:
+            continue  # cannot train alone (the simulation refuses such banks up front)
+        counts[name], selected = selected_test_counts(config, t)
+        per_bank[name] = {**pooled_metrics(counts[name]), "selected_round": selected}
     return {
-        "mean_pr_auc": mean["pr_auc"],
-        "mean": mean,
+        "label": "each bank alone on its own rows",
+        "pooled": pooled_metrics(sum_counts(list(counts.values()))),
         "per_bank": per_bank,
     }
 

@@ -267,11 +267,14 @@ def simulate(
 
         def progress(event: str, info: dict[str, Any]) -> None:
             if event == "data":
+                for warning in info.get("warnings", []):
+                    console.print(f"[yellow]warning:[/] {warning}")
                 status.update("federating (starting Flower simulation engine)")
             elif event == "round":
                 console.print(
-                    f"  round {info['round']:>3}/{cfg.num_rounds}  PR-AUC "
-                    f"{_num(info['metrics'].get('pr_auc'))}  {info['wall_s']:.1f}s  "
+                    f"  round {info['round']:>3}/{cfg.num_rounds}  validation PR-AUC "
+                    f"{_num(info['metrics'].get('pooled', {}).get('pr_auc'))}  "
+                    f"{info['wall_s']:.1f}s  "
                     f"{info['num_results']} banks ok, {info['num_failures']} failed"
                 )
                 status.update(f"federating: round {info['round']}/{cfg.num_rounds} done")

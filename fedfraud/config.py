@@ -50,6 +50,9 @@ class RunConfig:
     dp_level: str = "auto"
     privacy_budget: float = 0.0  # per-bank ε budget across runs (0: none; node-config may tighten)
     min_banks: int = 2
+    # Early stopping: stop after this many rounds without a better pooled validation PR-AUC
+    # (0: run every round). The best validation round's model is kept either way.
+    patience: int = 3
     round_timeout: float = 600.0  # seconds to wait for banks in one round
     seed: int = 0
     data_dir: str = ""
@@ -87,6 +90,7 @@ class RunConfig:
         )
         _check(self.privacy_budget >= 0, "privacy-budget must be >= 0 (0: no budget)")
         _check(self.min_banks >= 1, "min-banks must be at least 1")
+        _check(self.patience >= 0, "patience must be >= 0 (0 disables early stopping)")
         _check(self.round_timeout > 0, "round-timeout must be positive")
         _check(
             self.min_banks <= self.num_banks,

@@ -167,9 +167,9 @@ def run_metrics(results: Mapping[str, Any]) -> Iterator[tuple[str, float, int]]:
     step=round, summaries step=0. Keys keep results.json's names."""
     for rnd in results.get("rounds", []):
         step = int(rnd["round"])
-        for key, value in (rnd.get("metrics") or {}).items():
-            if _is_number(value):
-                yield _key(key), float(value), step
+        # Pooled validation metrics: pooled/pr_auc, pooled/typology_recall/<typology>, ...
+        for key, value, _ in _flatten("", rnd.get("metrics") or {}):
+            yield key, value, step
         for key in ROUND_FIELDS:
             if _is_number(rnd.get(key)):
                 yield key, float(rnd[key]), step
@@ -181,7 +181,7 @@ def run_metrics(results: Mapping[str, Any]) -> Iterator[tuple[str, float, int]]:
     for section in ("final", "baselines", "timing"):
         yield from _flatten(section, results.get(section))
     analysis = results.get("analysis") or {}
-    for part in ("pooled_test", "typology_recall"):
+    for part in ("exact_pooled", "test_pr_auc_by_round"):
         yield from _flatten(f"analysis/{part}", analysis.get(part))
     eps = (results.get("privacy") or {}).get("epsilon_per_bank") or {}
     yield from _flatten("privacy/epsilon", eps)
@@ -193,7 +193,7 @@ def run_metrics(results: Mapping[str, Any]) -> Iterator[tuple[str, float, int]]:
 def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, float, int]]:
     if isinstance(value, Mapping):
         for key, item in value.items():
-            yield from _flatten(f"{prefix}/{key}", item)
+            yield from _flatten(f"{prefix}/{key}" if prefix else str(key), item)
     elif _is_number(value):
         yield _key(prefix), float(value), 0
 

@@ -12,7 +12,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedfraud.config import RunConfig
-from fl_server.federation import Federation, RoundCallback
+from fl_server.federation import Federation, ModelCallback, RoundCallback
 from fl_server.journal import RunJournal
 from secure_agg import get
 
@@ -29,8 +29,10 @@ def run_operator(
     run_config: Mapping[str, Any],
     on_round: RoundCallback | None = None,
     shared_options: Mapping[str, Any] | None = None,
+    on_model: ModelCallback | None = None,
 ) -> dict[str, Any]:
-    """Run the federation; write results.json and the final aggregate into config.out_dir,
+    """Run the federation; write results.json and the selected round's aggregate (the model
+    with the best pooled validation PR-AUC, the one scored on test) into config.out_dir,
     with a checkpoint and an audit log entry after every stage (run-config `resume = true`
     continues from the checkpoint).
 
@@ -42,7 +44,13 @@ def run_operator(
         resume = str(run_config.get("resume", False)).lower() in ("1", "true", "yes")
         journal = RunJournal(Path(config.out_dir), config, resume=resume)
     federation = Federation(
-        grid, config, aggregator, on_round=on_round, shared_options=shared_options, journal=journal
+        grid,
+        config,
+        aggregator,
+        on_round=on_round,
+        shared_options=shared_options,
+        journal=journal,
+        on_model=on_model,
     )
     if journal and (state := journal.open()) is not None:
         federation.state = state
@@ -54,8 +62,8 @@ def run_operator(
         out = Path(config.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-        if federation.state.global_model is not None:
-            (out / GLOBAL_MODEL_FILE).write_bytes(federation.state.global_model.to_bytes())
+        if federation.state.best_model is not None:
+            (out / GLOBAL_MODEL_FILE).write_bytes(federation.state.best_model.to_bytes())
     return results
 
 
@@ -64,6 +72,7 @@ def make_server_app(
     on_round: RoundCallback | None = None,
     outcome: dict[str, Any] | None = None,
     shared_options: Mapping[str, Any] | None = None,
+    on_model: ModelCallback | None = None,
 ) -> ServerApp:
     """A ServerApp; `config` overrides the run-config (Flower's run_simulation passes none).
     `outcome` receives the results or the exception, for in-process callers."""
@@ -77,7 +86,9 @@ def make_server_app(
             _show_progress_log()
             progress = _log_round(cfg)
         try:
-            results = run_operator(grid, cfg, context.run_config, progress, shared_options)
+            results = run_operator(
+                grid, cfg, context.run_config, progress, shared_options, on_model=on_model
+            )
         except Exception as exc:
             if outcome is not None:
                 outcome["error"] = exc
@@ -95,10 +106,10 @@ def _show_progress_log() -> None:
 
 def _log_round(config: RunConfig) -> RoundCallback:
     def log_round(record: dict[str, Any]) -> None:
-        pr_auc = record.get("metrics", {}).get("pr_auc")
+        pr_auc = record.get("metrics", {}).get("pooled", {}).get("pr_auc")
         log.info(
             "round %d/%d: %d bank(s) aggregated, %d failure(s), %.1f s train+aggregate, "
-            "%.1f s evaluate, PR-AUC %s",
+            "%.1f s evaluate, pooled validation PR-AUC %s",
             record["round"],
             config.num_rounds,
             record["num_results"],

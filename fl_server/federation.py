@@ -21,11 +21,16 @@ import fedfraud
 from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError, PayloadError
-from fedfraud.metrics import METRICS, json_safe, weighted_mean
+from fedfraud.metrics import json_safe
 from fedfraud.privacy.operator import privacy_summary, round_privacy
+from fl_server.selection import agreed_metrics, select_round
 from secure_agg import Aggregate, Exchange, Payload, SecureAggregator, is_interactive
 
 log = logging.getLogger("fedfraud.server")
+
+
+# Stages whose replies are securely aggregated (an interactive backend runs them itself).
+AGGREGATED_STAGES = ("train", f"query.{rm.STATS}", "evaluate")
 
 
 class FederationError(FedfraudError):
@@ -54,7 +59,9 @@ class RunState:
     """Everything the operator holds between rounds (what a checkpoint stores)."""
 
     scaler: Payload | None = None
-    global_model: Payload | None = None
+    global_model: Payload | None = None  # the last round's aggregate (training goes on from it)
+    best_model: Payload | None = None  # the aggregate of the round with the best validation
+    best_round: int = 0
     rounds: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
     # bank -> why it refused to train (privacy budget spent); it is not asked to train again
@@ -62,6 +69,7 @@ class RunState:
 
 
 RoundCallback = Callable[[dict[str, Any]], None]
+ModelCallback = Callable[[int, Payload], None]  # (round, protected aggregate): research runs
 
 
 class Journal(Protocol):
@@ -85,6 +93,7 @@ class Federation:
         round_timeout_s: float | None = None,
         shared_options: Mapping[str, str | int | float] | None = None,
         journal: Journal | None = None,
+        on_model: ModelCallback | None = None,
     ) -> None:
         self.grid = grid
         self.config = config
@@ -96,6 +105,8 @@ class Federation:
         # Backend options every bank needs too (e.g. where simulation keys live).
         self.shared_options = dict(shared_options or {})
         self.journal = journal
+        self.on_model = on_model
+        self.evaluating_nodes: list[int] = []  # nodes that answered the last evaluation
         self.node_banks: dict[int, str] = {}  # learned from replies; names halted banks
         self.halted_nodes: set[int] = set()
 
@@ -120,11 +131,21 @@ class Federation:
             time.sleep(0.5)
 
     def broadcast(
-        self, nodes: Iterable[int], message_type: str, round_: int, extra: Mapping[str, Payload]
+        self,
+        nodes: Iterable[int],
+        message_type: str,
+        round_: int,
+        extra: Mapping[str, Payload],
+        settings: Mapping[str, str | int | float] | None = None,
     ) -> Replies:
-        """Send one message per node and sort the replies."""
+        """Send one message per node and sort the replies (`settings` join the config)."""
         config = ConfigRecord(
-            {**self.config.to_run_config(), **self.shared_options, rm.ROUND: round_}
+            {
+                **self.config.to_run_config(),
+                **self.shared_options,
+                rm.ROUND: round_,
+                **dict(settings or {}),
+            }
         )
 
         def content() -> RecordDict:
@@ -136,7 +157,7 @@ class Federation:
         nodes = list(nodes)
         replies = Replies()
         sent: dict[str, int] = {}
-        if is_interactive(self.aggregator) and message_type in ("train", f"query.{rm.STATS}"):
+        if is_interactive(self.aggregator) and message_type in AGGREGATED_STAGES:
             # SecAgg+: the backend runs its multi-message protocol and aggregates on the way.
             replies.exchange = self.aggregator.server_exchange(
                 self.grid, nodes, message_type, content(), self.round_timeout_s
@@ -214,13 +235,24 @@ class Federation:
             self.state.scaler = agg.payload
             if self.journal:
                 self.journal.stats_done(self.state, self._evidence(replies, agg))
-        first = len(self.state.rounds) + 1
-        for rnd in range(first, self.config.num_rounds + 1):
-            self.state.rounds.append(self.run_round(nodes, rnd))
+        while len(self.state.rounds) < self.config.num_rounds and not self._patience_spent():
+            rnd = len(self.state.rounds) + 1
+            record = self.run_round(nodes, rnd)
+            self.state.rounds.append(record)
+            self._select(record)
             if self.journal:
-                self.journal.round_done(self.state, self.state.rounds[-1])
+                self.journal.round_done(self.state, record)
             if self.on_round:
-                self.on_round(self.state.rounds[-1])
+                self.on_round(record)
+        if self._patience_spent() and len(self.state.rounds) < self.config.num_rounds:
+            log.info(
+                "early stop after round %d: validation PR-AUC has not improved for %d rounds "
+                "since round %d",
+                len(self.state.rounds),
+                self.config.patience,
+                self.state.best_round,
+            )
+        self.state.final = self.final_evaluation(nodes)
         return self.results(time.perf_counter() - start)
 
     def run_round(self, nodes: list[int], rnd: int) -> dict[str, Any]:
@@ -234,6 +266,8 @@ class Federation:
         self._halt(replies, rnd)
         agg, aggregate_s = self._aggregate(replies, f"round {rnd}")
         self.state.global_model = agg.payload
+        if self.on_model:
+            self.on_model(rnd, agg.payload)
         wall_s = time.perf_counter() - t0
         included = [b for b in agg.included]
         record: dict[str, Any] = {
@@ -253,10 +287,12 @@ class Federation:
             **self._evidence(replies, agg),
         }
         # A node that let the training deadline pass is likely down: do not wait for it again.
-        evaluation = self.evaluate([n for n in nodes if n not in replies.silent], rnd)
-        record["metrics"] = evaluation["metrics"]
+        alive = [n for n in nodes if n not in replies.silent]
+        evaluation = self.evaluate(alive, rnd, agg.payload, "val")
+        record["metrics"] = {"pooled": evaluation["pooled"]}
+        record["eval_banks"] = evaluation["banks"]
+        self.evaluating_nodes = evaluation["nodes"]
         record["eval_s"] = evaluation["eval_s"]
-        self.state.final = evaluation
         return record
 
     def _halt(self, replies: Replies, rnd: int) -> None:
@@ -275,18 +311,56 @@ class Federation:
                 "the banks' ledgers allow no more training at this dp-epsilon"
             )
 
-    def evaluate(self, nodes: list[int], rnd: int) -> dict[str, Any]:
-        """Banks evaluate the current global model locally; only metrics come back."""
+    def evaluate(self, nodes: list[int], rnd: int, model: Payload, split: str) -> dict[str, Any]:
+        """Pooled metrics of `model` on the banks' `split` rows without any bank's metrics
+        leaving it: banks send protected per-score-bin counts, the backend sums them, and the
+        banks reveal the sum and answer the consortium's metrics (the same at every bank)."""
         t0 = time.perf_counter()
-        extra = {rm.SCALER: self.state.scaler, rm.GLOBAL: self.state.global_model}
-        replies = self.broadcast(nodes, "evaluate", rnd, extra)
-        per_bank = {b: {k: m[k] for k in METRICS if k in m} for b, m in replies.metrics.items()}
-        weights = {b: m.get("n_test", 0.0) for b, m in replies.metrics.items()}
+        stage = f"round {rnd} evaluation ({split})"
+        extra = {rm.SCALER: self.state.scaler, rm.MODEL: model}
+        replies = self.broadcast(nodes, "evaluate", rnd, extra, {rm.SPLIT: split})
+        agg, _ = self._aggregate(replies, stage)
+        revealing = [replies.nodes[b] for b in agg.included if b in replies.nodes]
+        answers = self.broadcast(
+            revealing,
+            f"query.{rm.POOLED}",
+            rnd,
+            {rm.COUNTS: agg.payload},
+            {rm.CONTRIBUTORS: len(agg.included)},
+        )
         return {
-            "metrics": weighted_mean(per_bank, weights),
-            "per_bank": per_bank,
+            "pooled": agreed_metrics(answers.metrics, stage),
+            "banks": list(agg.included),
+            "nodes": revealing,
             "eval_s": time.perf_counter() - t0,
         }
+
+    def final_evaluation(self, nodes: list[int]) -> dict[str, Any]:
+        """Test metrics of the selected round's model (chosen on validation rows only)."""
+        if self.state.best_model is None:
+            raise FederationError("no round completed, so there is no model to evaluate")
+        rnd = self.state.best_round
+        # Banks that evaluated the last round (a node gone silent is not waited for again).
+        nodes = self.evaluating_nodes or nodes
+        evaluation = self.evaluate(nodes, rnd, self.state.best_model, "test")
+        return {
+            "selected_round": rnd,
+            "last_round": len(self.state.rounds),
+            "pooled": evaluation["pooled"],
+            "banks": evaluation["banks"],
+            "eval_s": evaluation["eval_s"],
+        }
+
+    def _select(self, record: dict[str, Any]) -> None:
+        """Keep the model of the round with the best pooled validation PR-AUC so far."""
+        if record["round"] == select_round(self.state.rounds):
+            self.state.best_model = self.state.global_model
+            self.state.best_round = record["round"]
+
+    def _patience_spent(self) -> bool:
+        patience = self.config.patience
+        done = len(self.state.rounds)
+        return patience > 0 and done > 0 and done - self.state.best_round >= patience
 
     @staticmethod
     def _evidence(replies: Replies, agg: Aggregate) -> dict[str, Any]:
@@ -320,7 +394,7 @@ class Federation:
                 "secure_agg": cfg.secure_agg,
                 "num_banks": cfg.num_banks,
                 "rounds": self.state.rounds,
-                "final": {**final.get("metrics", {}), "per_bank": final.get("per_bank", {})},
+                "final": dict(final),
                 "privacy": privacy_summary(cfg, self.state.rounds, self.state.halted),
                 "timing": {
                     "total_s": total_s,

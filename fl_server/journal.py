@@ -110,11 +110,14 @@ class RunJournal:
     def finish(self, state: RunState) -> None:
         """The run ended normally."""
         assert self.audit is not None
-        model = state.global_model
+        model, best = state.global_model, state.best_model
         self.audit.append(
             "finish",
             completed_rounds=len(state.rounds),
             model_sha256=sha256_hex(model.to_bytes()) if model is not None else None,
+            # The model scored on test and kept as global_model.payload (best validation).
+            selected_round=state.best_round,
+            selected_model_sha256=sha256_hex(best.to_bytes()) if best is not None else None,
         )
 
     def _record(self, event: str, state: RunState, fields: dict[str, Any]) -> None:

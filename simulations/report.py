@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 SUMMARY_COLUMNS = (
     "run",
@@ -20,8 +21,15 @@ SUMMARY_COLUMNS = (
     "recall@1%FPR",
     "local-only PR-AUC",
     "centralized PR-AUC",
+    "selected round",
     "round s",
     "upload ×fp32",
+)
+ARMS = (
+    ("federated (selected round)", None),
+    ("local-only (each bank alone)", "local_only"),
+    ("centralized, pooled raw data", "centralized"),
+    ("centralized, same features", "centralized_same_features"),
 )
 
 
@@ -33,10 +41,16 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def pooled(results: dict[str, Any], arm: str | None = None) -> dict[str, Any]:
+    """The pooled test metrics of the federated model (arm None) or of a baseline arm."""
+    if arm is None:
+        return results.get("final", {}).get("pooled", {})
+    return results.get("baselines", {}).get(arm, {}).get("pooled", {})
+
+
 def summary_row(results: dict[str, Any], name: str = "") -> dict[str, str]:
     """One line of the comparison table for a results.json."""
-    final = results.get("final", {})
-    base = results.get("baselines", {})
+    final = pooled(results)
     rounds = results.get("rounds", [])
     plain = sum(r.get("bytes_plain", 0) for r in rounds)
     up = sum(r.get("bytes_up", 0) for r in rounds)
@@ -49,8 +63,9 @@ def summary_row(results: dict[str, Any], name: str = "") -> dict[str, str]:
         "PR-AUC": _fmt(final.get("pr_auc")),
         "ROC-AUC": _fmt(final.get("roc_auc")),
         "recall@1%FPR": _fmt(final.get("recall_at_1pct_fpr")),
-        "local-only PR-AUC": _fmt(base.get("local_only", {}).get("mean_pr_auc")),
-        "centralized PR-AUC": _fmt(base.get("centralized", {}).get("pr_auc")),
+        "local-only PR-AUC": _fmt(pooled(results, "local_only").get("pr_auc")),
+        "centralized PR-AUC": _fmt(pooled(results, "centralized").get("pr_auc")),
+        "selected round": f"{results.get('final', {}).get('selected_round', '–')}/{len(rounds)}",
         "round s": _fmt(results.get("timing", {}).get("mean_round_s"), 2),
         "upload ×fp32": _fmt(up / plain, 2) if plain else "–",
     }
@@ -67,30 +82,53 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 
 def plot_convergence(results: dict[str, Any], path: Path) -> None:
-    """PR-AUC per round against the local-only mean and the centralized yardstick."""
+    """Pooled validation PR-AUC per round, the selected round, its test PR-AUC, the yardsticks
+    (test) and the fraud base rate (the PR-AUC of a random score)."""
     rounds = results.get("rounds", [])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    xs = [r["round"] for r in rounds]
     ax.plot(
-        [r["round"] for r in rounds],
-        [r["metrics"].get("pr_auc") for r in rounds],
+        xs,
+        [r["metrics"].get("pooled", {}).get("pr_auc") for r in rounds],
         marker="o",
-        label=f"federated ({results.get('secure_agg')})",
+        label=f"federated, validation ({results.get('secure_agg')})",
     )
-    base = results.get("baselines", {})
-    if base.get("local_only", {}).get("mean_pr_auc") is not None:
-        ax.axhline(base["local_only"]["mean_pr_auc"], ls="--", c="tab:red", label="local-only mean")
-    if base.get("centralized", {}).get("pr_auc") is not None:
-        ax.axhline(base["centralized"]["pr_auc"], ls=":", c="tab:green", label="centralized")
-    same = base.get("centralized_same_features", {}).get("pr_auc")
-    if same is not None:
-        ax.axhline(same, ls="-.", c="tab:olive", label="centralized, same features")
+    final = results.get("final", {})
+    if final.get("selected_round") and pooled(results).get("pr_auc") is not None:
+        ax.plot(
+            [final["selected_round"]],
+            [pooled(results)["pr_auc"]],
+            marker="*",
+            ms=12,
+            ls="none",
+            c="tab:blue",
+            label="selected round, test",
+        )
+    styles = {"local_only": ("--", "tab:red"), "centralized": (":", "tab:green")}
+    styles["centralized_same_features"] = ("-.", "tab:olive")
+    for label, arm in ARMS[1:]:
+        value = pooled(results, arm).get("pr_auc")
+        if value is not None:
+            ls, c = styles[arm]
+            ax.axhline(value, ls=ls, c=c, label=f"{label}, test")
+    test = pooled(results)
+    if test.get("n_rows"):
+        ax.axhline(
+            test["n_frauds"] / test["n_rows"],
+            ls="-",
+            lw=0.8,
+            c="grey",
+            label="fraud base rate (test rows)",
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
-    ax.set_ylabel("PR-AUC (test, weighted)")
+    ax.set_ylabel("pooled PR-AUC")
     ax.set_ylim(0, 1)
-    ax.legend(loc="lower right", fontsize=8)
+    # Legend beside the axes, never over the curves.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     ax.set_title(f"{results.get('model')} · {results.get('num_banks')} banks")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -104,70 +142,194 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
         f"# fedfraud run: {results.get('model')} · secure aggregation "
         f"`{results.get('secure_agg')}`",
         "",
-        f"{results.get('num_banks')} banks, {cfg.get('num_rounds')} rounds, "
-        f"{cfg.get('local_epochs')} local epoch(s), data: {cfg.get('data_format')}, "
-        f"seed {cfg.get('seed')}. DP: {'on' if results.get('privacy', {}).get('dp') else 'off'}.",
+        f"{results.get('num_banks')} banks, {len(results.get('rounds', []))} of "
+        f"{cfg.get('num_rounds')} rounds run (patience {cfg.get('patience')}), "
+        f"{cfg.get('local_epochs')} local epoch(s), seed {cfg.get('seed')}. "
+        f"DP: {'on' if results.get('privacy', {}).get('dp') else 'off'}.",
         "",
         "## Summary",
         "",
         markdown_table([summary_row(results, out_dir.name)]),
         "",
-        "Metrics are computed by each bank on its held-out test split (the last 20% of its "
-        "time range) and combined as sample-weighted means. *Centralized* pools all banks' raw "
-        "data: a research yardstick, not a private option.",
+        "Every figure is **pooled**: computed over the union of the banks' test rows (the last "
+        "part of each bank's time range), the same way for every arm. For the federated model "
+        "the banks' per-score-bin counts travel through secure aggregation, so no bank's own "
+        "metrics leave it. The federated model is the round with the best pooled *validation* "
+        f"PR-AUC (round {final.get('selected_round', '–')}); test rows were never used to "
+        "choose it. *Centralized* pools the banks' data: a research yardstick, not a private "
+        "option.",
         "",
         "![convergence](convergence.png)",
         "",
-        "## Per bank (final global model)",
+        "## Arms (pooled test rows)",
+        "",
+        markdown_table(arm_rows(results)),
         "",
     ]
-    local = results.get("baselines", {}).get("local_only", {}).get("per_bank", {})
-    rows = []
-    for bank, m in sorted(final.get("per_bank", {}).items()):
-        rows.append(
-            {
-                "bank": bank,
-                "federated PR-AUC": _fmt(m.get("pr_auc")),
-                "local-only PR-AUC": _fmt(local.get(bank, {}).get("pr_auc")),
-                "federated recall@1%FPR": _fmt(m.get("recall_at_1pct_fpr")),
-                "local-only recall@1%FPR": _fmt(local.get(bank, {}).get("recall_at_1pct_fpr")),
-            }
-        )
-    lines += [markdown_table(rows), "", "## Rounds", ""]
-    lines.append(
-        markdown_table(
-            [
-                {
-                    "round": str(r["round"]),
-                    "PR-AUC": _fmt(r["metrics"].get("pr_auc")),
-                    "wall s": _fmt(r["wall_s"], 2),
-                    "aggregate s": _fmt(r["aggregate_s"], 3),
-                    "bytes up": f"{r['bytes_up']:,}",
-                    "×fp32": _fmt(r["bytes_up"] / r["bytes_plain"], 2)
-                    if r.get("bytes_plain")
-                    else "–",
-                    "banks ok/failed": f"{r['num_results']}/{r['num_failures']}",
-                }
-                for r in results.get("rounds", [])
-            ]
-        )
-    )
-    typ = results.get("analysis", {}).get("typology_recall")
-    if typ:
-        central = results.get("baselines", {}).get("centralized", {}).get("typology_recall", {})
-        lines += ["", "## Recall per fraud typology at 1% FPR (pooled test rows)", ""]
-        lines.append(
-            markdown_table(
-                [
-                    {"typology": t, "federated": _fmt(v), "centralized": _fmt(central.get(t))}
-                    for t, v in typ.items()
-                ]
-            )
-        )
+    lines += per_bank_section(results)
+    lines += typology_section(results)
+    lines += rounds_section(results)
+    lines += privacy_section(results)
+    lines += data_section(results)
     lines += rings_section(results.get("analysis", {}).get("fraud_rings", {}))
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def arm_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    for label, arm in ARMS:
+        p = pooled(results, arm)
+        if not p:
+            continue
+        rows.append(
+            {
+                "arm": label,
+                "PR-AUC": _fmt(p.get("pr_auc")),
+                "ROC-AUC": _fmt(p.get("roc_auc")),
+                "recall@1%FPR": _fmt(p.get("recall_at_1pct_fpr")),
+                "test rows": f"{p.get('n_rows', 0):,}",
+                "frauds": f"{p.get('n_frauds', 0):,}",
+            }
+        )
+    return rows
+
+
+def per_bank_section(results: dict[str, Any]) -> list[str]:
+    """Each bank's own figures: in a deployment they stay at the bank (its model-dir); a
+    simulation holds every bank, so the runner computes them for this report."""
+    fed = results.get("analysis", {}).get("per_bank", {})
+    local = results.get("baselines", {}).get("local_only", {}).get("per_bank", {})
+    if not fed and not local:
+        return []
+    rows = []
+    for bank in sorted(set(fed) | set(local)):
+        f, lo = fed.get(bank, {}), local.get(bank, {})
+        m = f or lo
+        rows.append(
+            {
+                "bank": bank,
+                "test rows": f"{m.get('n_rows', 0):,}",
+                "frauds": str(m.get("n_frauds", "–")),
+                "federated PR-AUC": _fmt(f.get("pr_auc")),
+                "local-only PR-AUC": _fmt(lo.get("pr_auc")),
+                "federated recall@1%FPR": _fmt(f.get("recall_at_1pct_fpr")),
+                "local-only recall@1%FPR": _fmt(lo.get("recall_at_1pct_fpr")),
+            }
+        )
+    return [
+        "## Per bank (test rows of each bank; simulation only)",
+        "",
+        "A bank's own figures never leave it in a deployment (node-config `model-dir` keeps "
+        "them in bank_metrics.json). Read each against its fraud count: a recall from 2 frauds "
+        'is 0, 0.5 or 1; "–" means undefined (no fraud in that bank\'s test split).',
+        "",
+        markdown_table(rows),
+        "",
+    ]
+
+
+def typology_section(results: dict[str, Any]) -> list[str]:
+    fed = pooled(results)
+    frauds = fed.get("typology_frauds") or {}
+    if not frauds:
+        return []
+    short = {None: "federated", "local_only": "local-only", "centralized": "centralized"}
+    short["centralized_same_features"] = "same features"
+    rows = []
+    for typ, count in frauds.items():
+        row = {"typology": typ, "test frauds": str(count)}
+        for _, arm in ARMS:
+            if pooled(results, arm):
+                row[short[arm]] = _fmt(pooled(results, arm).get("typology_recall", {}).get(typ), 2)
+        rows.append(row)
+    return [
+        "## Recall per fraud typology at 1% FPR (pooled test rows)",
+        "",
+        "At each arm's own threshold for 1% false positives on the pooled legit rows.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+
+
+def rounds_section(results: dict[str, Any]) -> list[str]:
+    by_round = results.get("analysis", {}).get("test_pr_auc_by_round", {})
+    selected = results.get("final", {}).get("selected_round")
+    rows = []
+    for r in results.get("rounds", []):
+        p = r["metrics"].get("pooled", {})
+        rows.append(
+            {
+                "round": str(r["round"]) + (" (selected)" if r["round"] == selected else ""),
+                "validation PR-AUC": _fmt(p.get("pr_auc")),
+                "validation rows / frauds": f"{p.get('n_rows', 0):,} / {p.get('n_frauds', 0)}",
+                "test PR-AUC (research)": _fmt(by_round.get(str(r["round"]))),
+                "wall s": _fmt(r["wall_s"], 2),
+                "bytes up": f"{r['bytes_up']:,}",
+                "×fp32": _fmt(r["bytes_up"] / r["bytes_plain"], 2) if r.get("bytes_plain") else "–",
+                "banks ok/failed": f"{r['num_results']}/{r['num_failures']}",
+            }
+        )
+    return [
+        "## Rounds",
+        "",
+        "Validation = the pooled metric the operator selects on. The test column is computed "
+        "afterwards by the simulation (which holds all keys) for research only; the federation "
+        "never sees it.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+
+
+def privacy_section(results: dict[str, Any]) -> list[str]:
+    privacy = results.get("privacy", {})
+    lines = ["## Privacy", ""]
+    if not privacy.get("dp"):
+        lines.append(
+            "Differential privacy is **off**: the model and the pooled evaluation counts carry "
+            "no formal privacy guarantee; secure aggregation only hides each bank's update and "
+            "counts from the operator and the other banks."
+        )
+    else:
+        unit = privacy.get("unit") or {
+            "record": "one transaction (record-level DP-SGD)",
+            "bank": "a bank's whole update per round (bank-level)",
+            "both": "one transaction and a bank's whole update",
+        }.get(str(privacy.get("level")), str(privacy.get("level")))
+        eps = privacy.get("epsilon_per_bank") or {}
+        lines += [
+            f"- unit protected: {unit}",
+            f"- ε per bank: {', '.join(f'{b} {_fmt(e, 2)}' for b, e in sorted(eps.items()))}"
+            f" (target {_fmt(privacy.get('target_epsilon'), 2)}), δ = {privacy.get('delta')}",
+        ]
+        if privacy.get("halted_banks"):
+            lines.append(f"- halted (budget spent): {', '.join(privacy['halted_banks'])}")
+    lines += [
+        "",
+        "Not covered by DP: the per-score-bin counts behind the pooled metrics (revealed as a "
+        "consortium sum, every round on validation and once on test) and the choice of the "
+        "selected round; the number of contributing banks and timings; under `none`, `secagg+` "
+        "and `crypten` the operator sees the aggregated sums (under `ckks` only the banks do).",
+        "",
+    ]
+    return lines
+
+
+def data_section(results: dict[str, Any]) -> list[str]:
+    data = results.get("data", {})
+    cfg = results.get("config", {})
+    lines = [
+        "## Data",
+        "",
+        f"- path: `{data.get('path') or cfg.get('data_path') or cfg.get('data_dir') or '–'}`"
+        f" (format {data.get('format') or cfg.get('data_format')}), bank folders in "
+        f"`{cfg.get('data_dir') or '–'}`",
+    ]
+    lines += [f"- warning: {w}" for w in data.get("warnings", [])]
+    return lines + [""]
 
 
 def rings_section(rings: dict[str, Any], top: int = 5) -> list[str]:
@@ -205,7 +367,8 @@ def rings_section(rings: dict[str, Any], top: int = 5) -> list[str]:
                     "max score": _fmt(ring["max_score"]),
                     "mean score": _fmt(ring["mean_score"]),
                     "fraud share": _fmt(ring["fraud_share"], 2),
-                    "typology": ring.get("typology", "–"),
+                    # A group without labelled fraud has no typology (not "legit").
+                    "typology": ring.get("typology", "–") if ring["fraud_share"] > 0 else "–",
                 }
             )
     lines.append(markdown_table(summary))

@@ -15,12 +15,19 @@ import pandas as pd
 
 from fedfraud.baselines import centralized, centralized_same_features, local_only
 from fedfraud.config import RunConfig
-from fedfraud.data.features import TEST, TRAIN, BankTable, build_bank_table
+from fedfraud.data.features import TEST, TRAIN, VAL, BankTable, build_bank_table
 from fedfraud.data.scaling import Scaler, local_moments, moment_weight
 from fedfraud.data.schema import has_accounts, require_fraud
 from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
-from fedfraud.metrics import json_safe, score_metrics, typology_recall
+from fedfraud.metrics import (
+    ScoreCounts,
+    binned_metrics,
+    json_safe,
+    pooled_metrics,
+    score_metrics,
+    sum_counts,
+)
 from fedfraud.rings import bank_rings
 from fedfraud.run_model import save_run_model
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
@@ -85,10 +92,32 @@ def load_banks(
     return frames, tables
 
 
+def split_warnings(tables: Mapping[str, BankTable]) -> list[str]:
+    """Banks whose validation or test split holds no fraud: their rows still count (as legit)
+    in the pooled metrics, but their own figures are undefined. Said before federation starts."""
+    warnings = []
+    for name, table in tables.items():
+        for split, label in ((VAL, "validation"), (TEST, "test")):
+            if table.y[table.mask(split)].sum() == 0:
+                warnings.append(
+                    f"{name} has no fraud in its {label} split (the "
+                    f"{'last' if split == TEST else 'second-to-last'} part of its time range): "
+                    "its rows count as legit in the pooled metrics and its own "
+                    f"{label} figures are undefined"
+                )
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
 def run_federation(
-    config: RunConfig, shared_options: dict[str, Any], progress: Progress | None = None
+    config: RunConfig,
+    shared_options: dict[str, Any],
+    progress: Progress | None = None,
+    round_models: dict[int, Payload] | None = None,
 ) -> dict[str, Any]:
-    """Run the Flower ServerApp + ClientApps in the simulation engine; return results."""
+    """Run the Flower ServerApp + ClientApps in the simulation engine; return results.
+    `round_models` receives each round's protected aggregate (for the research analysis)."""
     from flwr.simulation import run_simulation
 
     from fl_client.app import app as client_app
@@ -100,6 +129,7 @@ def run_federation(
         on_round=(lambda r: progress("round", r)) if progress else None,
         outcome=outcome,
         shared_options=shared_options,
+        on_model=round_models.__setitem__ if round_models is not None else None,
     )
     run_simulation(
         server_app=server_app,
@@ -123,36 +153,51 @@ def analyse_final_model(
     out_dir: Path,
     shared_options: dict[str, Any],
     tables: dict[str, BankTable],
+    round_models: Mapping[int, Payload],
 ) -> dict[str, Any]:
-    """Researcher-side check of the final global model on every bank's test split, including
-    recall per fraud typology. Only possible here because a simulation holds all banks' keys."""
+    """Researcher-side view of the federated model, only possible because a simulation holds
+    all banks' keys: the per-bank tables a deployed bank keeps to itself (selected model), the
+    exact (unbinned) pooled metrics beside the binned ones, the pooled test PR-AUC of every
+    round's model (to check the validation-selected round against the best in hindsight) and
+    the GNN's flagged account groups."""
     agg = get(config.secure_agg, "client", {**config.to_run_config(), **shared_options})
     first = next(iter(tables.values()))
     model = build_model(config, first)
-    payload = Payload.from_bytes((out_dir / GLOBAL_MODEL_FILE).read_bytes())
-    set_weights(model, agg.client_reveal(payload, weight_shapes(model)))
     # Same pooled moments the banks computed through secure aggregation.
     total = sum(moment_weight(t) for t in tables.values())
     per_bank = [(moment_weight(t), local_moments(t)) for t in tables.values()]
     moments = [sum(w * m[i] for w, m in per_bank) / total for i in range(4)]
     scaler = Scaler.from_moments(moments)
-    ys, ss, typ, rings = [], [], [], {}
-    for table in tables.values():
-        inputs = make_inputs(config.model, table, scaler)
-        y, s = predict(model, inputs, TEST)
-        if config.model == "gnn":  # flagged groups of accounts per bank (fedfraud/rings.py)
-            rings[table.name] = bank_rings(model, inputs, table)
-        ys.append(y)
-        ss.append(s)
-        if table.typology is not None:
-            typ.append(table.typology[table.mask(TEST)])
+    inputs = {name: make_inputs(config.model, t, scaler) for name, t in tables.items()}
+
+    def scored(payload: Payload) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        set_weights(model, agg.client_reveal(payload, weight_shapes(model)))
+        return {name: predict(model, inputs[name], TEST) for name in tables}
+
+    by_round = {}
+    for rnd, payload in sorted(round_models.items()):
+        counts = [ScoreCounts.of(y, s) for y, s in scored(payload).values()]
+        by_round[str(rnd)] = pooled_metrics(sum_counts(counts))["pr_auc"]
+    selected = scored(Payload.from_bytes((out_dir / GLOBAL_MODEL_FILE).read_bytes()))
+    out: dict[str, Any] = {"per_bank": {}, "test_pr_auc_by_round": by_round}
+    for name, (y, s) in selected.items():
+        table = tables[name]
+        typology = table.typology[table.mask(TEST)] if table.typology is not None else None
+        out["per_bank"][name] = binned_metrics(y, s, typology)
+    y = np.concatenate([v[0] for v in selected.values()])
+    s = np.concatenate([v[1] for v in selected.values()])
+    # The same rows in the clear: binned as the banks bin (must equal final.pooled) and exact.
+    counts = [
+        ScoreCounts.of(
+            *v, tables[n].typology[tables[n].mask(TEST)] if tables[n].typology is not None else None
+        )
+        for n, v in selected.items()
+    ]
+    out["binned_pooled"] = pooled_metrics(sum_counts(counts))
+    out["exact_pooled"] = score_metrics(y, s)
+    if config.model == "gnn":  # flagged groups of accounts per bank (fedfraud/rings.py)
+        out["fraud_rings"] = {n: bank_rings(model, inputs[n], t) for n, t in tables.items()}
     save_run_model(out_dir, model, config, first, scaler)  # for score / serve / explain
-    y, s = np.concatenate(ys), np.concatenate(ss)
-    out: dict[str, Any] = {"pooled_test": score_metrics(y, s)}
-    if typ:
-        out["typology_recall"] = typology_recall(y, s, np.concatenate(typ))
-    if rings:
-        out["fraud_rings"] = rings
     return out
 
 
@@ -178,18 +223,19 @@ def simulate(
     data_dir = prepare_data(config, out_dir)
     config = config.replace(data_dir=str(data_dir.resolve()), out_dir=str(out_dir.resolve()))
     frames, tables = load_banks(config, data_dir)
+    warnings = split_warnings(tables)
     if progress:
-        progress("data", {"banks": {n: len(f) for n, f in frames.items()}})
+        progress("data", {"banks": {n: len(f) for n, f in frames.items()}, "warnings": warnings})
+    round_models: dict[int, Payload] = {}
     with tempfile.TemporaryDirectory(prefix="fedfraud-keys-") as keys_dir:
         shared = {**provision(config.secure_agg, Path(keys_dir), config.num_banks), **options}
-        results = run_federation(config, shared, progress)
-        results["analysis"] = analyse_final_model(config, out_dir, shared, tables)
+        results = run_federation(config, shared, progress, round_models)
+        results["analysis"] = analyse_final_model(config, out_dir, shared, tables, round_models)
     if baselines:
         if progress:
             progress("baselines", {})
-        local = local_only(config, tables)
         results["baselines"] = {
-            "local_only": local,
+            "local_only": local_only(config, tables),
             "centralized": centralized(config, frames),
             "centralized_same_features": centralized_same_features(config, tables),
         }
@@ -199,6 +245,9 @@ def simulate(
         if (data_dir / MANIFEST_FILE).exists()
         else {"banks": list(frames)}
     )
+    results["data"]["path"] = str(config.data_path or data_dir)
+    results["data"]["format"] = config.data_format
+    results["data"]["warnings"] = warnings
     results = json_safe(results)
     (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     from simulations.report import write_report

@@ -212,7 +212,8 @@ def summary(cell: Cell, results: dict[str, Any] | None) -> dict[str, Any]:
     }
     if results is None:
         return row
-    final, rounds = results.get("final", {}), results.get("rounds", [])
+    rounds = results.get("rounds", [])
+    final = results.get("final", {}).get("pooled", {})
     base = results.get("baselines", {})
     eps = results.get("privacy", {}).get("epsilon_per_bank") or {}
     plain = sum(r.get("bytes_plain", 0) for r in rounds)
@@ -223,14 +224,18 @@ def summary(cell: Cell, results: dict[str, Any] | None) -> dict[str, Any]:
             "pr_auc": final.get("pr_auc"),
             "roc_auc": final.get("roc_auc"),
             "recall_at_1pct_fpr": final.get("recall_at_1pct_fpr"),
-            "local_only_pr_auc": base.get("local_only", {}).get("mean_pr_auc"),
-            "centralized_pr_auc": base.get("centralized", {}).get("pr_auc"),
+            "selected_round": results.get("final", {}).get("selected_round"),
+            "local_only_pr_auc": base.get("local_only", {}).get("pooled", {}).get("pr_auc"),
+            "centralized_pr_auc": base.get("centralized", {}).get("pooled", {}).get("pr_auc"),
             "mean_round_s": results.get("timing", {}).get("mean_round_s"),
             "mean_aggregate_s": _mean([r.get("aggregate_s") for r in rounds]),
             "bytes_up_per_round": up / len(rounds) if rounds else None,
             "upload_x_fp32": up / plain if plain else None,
             "rounds": [r["round"] for r in rounds],
-            "pr_auc_per_round": [r.get("metrics", {}).get("pr_auc") for r in rounds],
+            # Pooled validation PR-AUC (what the selection sees).
+            "pr_auc_per_round": [
+                r.get("metrics", {}).get("pooled", {}).get("pr_auc") for r in rounds
+            ],
         }
     )
     return row

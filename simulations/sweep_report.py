@@ -31,7 +31,7 @@ def plot_convergence(rows: list[dict[str, Any]]) -> str:
         if r.get("rounds"):
             ax.plot(r["rounds"], r["pr_auc_per_round"], marker="o", ms=3, label=r["cell"])
     ax.set_xlabel("round")
-    ax.set_ylabel("PR-AUC (test, weighted)")
+    ax.set_ylabel("pooled PR-AUC (validation)")
     ax.set_title("Convergence per cell")
     ax.legend(fontsize=7, ncol=2)
     return _png(fig)
@@ -81,7 +81,7 @@ def plot_epsilon(rows: list[dict[str, Any]]) -> str:
     ax.set_xticks(range(len(levels)))
     ax.set_xticklabels(labels)
     ax.set_xlabel("target ε per bank")
-    ax.set_ylabel("PR-AUC (test, weighted)")
+    ax.set_ylabel("pooled PR-AUC (test, selected round)")
     ax.set_title("Privacy vs utility")
     ax.legend(fontsize=8)
     return _png(fig)
@@ -97,7 +97,7 @@ def plot_baselines(rows: list[dict[str, Any]]) -> str | None:
     for k, (key, label) in enumerate(
         (
             ("pr_auc", "federated"),
-            ("local_only_pr_auc", "local-only mean"),
+            ("local_only_pr_auc", "local-only (pooled)"),
             ("centralized_pr_auc", "centralized"),
         )
     ):

@@ -91,8 +91,8 @@ def test_per_round_history_equals_results_json(tracked):
     found, client = logged_run(tracked)
     rounds = tracked[3]["rounds"]
     expected = {
-        "pr_auc": [r["metrics"]["pr_auc"] for r in rounds],
-        "roc_auc": [r["metrics"]["roc_auc"] for r in rounds],
+        "pooled/pr_auc": [r["metrics"]["pooled"]["pr_auc"] for r in rounds],
+        "pooled/roc_auc": [r["metrics"]["pooled"]["roc_auc"] for r in rounds],
         "wall_s": [r["wall_s"] for r in rounds],
         "bytes_up": [r["bytes_up"] for r in rounds],
         "bytes_down": [r["bytes_down"] for r in rounds],
@@ -108,11 +108,13 @@ def test_per_round_history_equals_results_json(tracked):
 def test_final_baselines_and_epsilon_per_bank_are_logged(tracked):
     found, _ = logged_run(tracked)
     results, metrics = tracked[3], found.data.metrics
-    assert metrics["final/pr_auc"] == pytest.approx(results["final"]["pr_auc"])
-    local = results["baselines"]["local_only"]["mean_pr_auc"]
-    assert metrics["baselines/local_only/mean_pr_auc"] == pytest.approx(local)
-    central = results["baselines"]["centralized"]["pr_auc"]
-    assert metrics["baselines/centralized/pr_auc"] == pytest.approx(central)
+    final = results["final"]["pooled"]["pr_auc"]
+    assert metrics["final/pooled/pr_auc"] == pytest.approx(final)
+    assert metrics["final/selected_round"] == results["final"]["selected_round"]
+    local = results["baselines"]["local_only"]["pooled"]["pr_auc"]
+    assert metrics["baselines/local_only/pooled/pr_auc"] == pytest.approx(local)
+    central = results["baselines"]["centralized"]["pooled"]["pr_auc"]
+    assert metrics["baselines/centralized/pooled/pr_auc"] == pytest.approx(central)
     spent = results["privacy"]["epsilon_per_bank"]
     assert set(spent) == {"bank-00", "bank-01", "bank-02"}
     for bank, eps in spent.items():
@@ -153,13 +155,20 @@ def test_metric_keys_are_sanitized_and_non_finite_values_skipped():
     from fedfraud.tracking import run_metrics
 
     results = {
-        "rounds": [{"round": 1, "metrics": {"pr_auc": 0.5, "loss": math.nan}, "bytes_up": 10}],
-        "final": {"per_bank": {"bank #1": {"pr_auc": 0.25}}, "pr_auc": None},
+        "rounds": [
+            {
+                "round": 1,
+                "metrics": {"pooled": {"pr_auc": 0.5, "roc_auc": math.nan}},
+                "bytes_up": 10,
+            }
+        ],
+        "baselines": {"local_only": {"per_bank": {"bank #1": {"pr_auc": 0.25}}}},
+        "final": {"pooled": {"pr_auc": None}},
     }
     assert sorted(run_metrics(results)) == [
+        ("baselines/local_only/per_bank/bank _1/pr_auc", 0.25, 0),
         ("bytes_up", 10.0, 1),
-        ("final/per_bank/bank _1/pr_auc", 0.25, 0),
-        ("pr_auc", 0.5, 1),
+        ("pooled/pr_auc", 0.5, 1),
     ]
 
 
@@ -186,7 +195,7 @@ def test_sweep_logs_each_finished_cell_once_tagged_with_sweep_and_cell(tmp_path)
     assert {r.info.run_name for r in runs} == {"gnn", "mlp"}
     gnn = next(r for r in runs if r.info.run_name == "gnn")
     assert gnn.data.params["model"] == "gnn"
-    history = client.get_metric_history(gnn.info.run_id, "pr_auc")
+    history = client.get_metric_history(gnn.info.run_id, "pooled/pr_auc")
     assert [m.value for m in history] == pytest.approx([0.3, 0.6])
 
 

@@ -44,8 +44,14 @@ def test_report_table_is_never_cut_to_a_narrow_terminal(tmp_path):
     results = {
         "model": "mlp",
         "secure_agg": "ckks",
-        "final": {"pr_auc": 0.6612, "roc_auc": 0.9391, "recall_at_1pct_fpr": 0.7411},
-        "baselines": {"local_only": {"mean_pr_auc": 0.5901}, "centralized": {"pr_auc": 0.8543}},
+        "final": {
+            "selected_round": 1,
+            "pooled": {"pr_auc": 0.6612, "roc_auc": 0.9391, "recall_at_1pct_fpr": 0.7411},
+        },
+        "baselines": {
+            "local_only": {"pooled": {"pr_auc": 0.5901}},
+            "centralized": {"pooled": {"pr_auc": 0.8543}},
+        },
         "privacy": {"epsilon_per_bank": {"bank-00": 2.99}},
         "timing": {"mean_round_s": 2.24},
         "rounds": [{"bytes_up": 950, "bytes_plain": 100}],

@@ -29,6 +29,7 @@ class RecordingGrid:
         }
         self.protected: dict[int, dict[str, tuple[list[np.ndarray], float]]] = {}
         self.current_bank = ""
+        self.current_type = ""
         self.aggregates_sent: dict[int, Payload] = {}  # round -> global model it carried
         self.sent = 0
 
@@ -45,16 +46,18 @@ class RecordingGrid:
                 self.aggregates_sent[rnd] = Payload.from_record(msg.content[rm.GLOBAL])
             context = self.contexts[msg.metadata.dst_node_id]
             self.current_bank = str(context.node_config["bank-id"])
+            self.current_type = msg.metadata.message_type
             reply = client_app(msg, context)
             assert not reply.has_error(), reply.error
             replies.append(reply)
         return replies
 
     def recording(self, protect):
-        """Wrap an aggregator's client_protect to keep each bank's clear update (rounds >= 1)."""
+        """Wrap an aggregator's client_protect to keep each bank's clear training update (rounds
+        >= 1; evaluation's score counts are protected too, and are not an update)."""
 
         def wrapped(aggregator, update, weight, round):
-            if round >= 1:
+            if round >= 1 and self.current_type == "train":
                 clear = [np.array(a, dtype=np.float64) for a in update]
                 self.protected.setdefault(round, {})[self.current_bank] = (clear, float(weight))
             return protect(aggregator, update, weight, round)

@@ -1,8 +1,11 @@
 """In a deployment a bank keeps the federated model for scoring: with node-config `model-dir`,
-each evaluated round leaves model.pt + model.json there, equal to the global model the bank can
-decrypt, while the operator's folder only ever holds the encrypted aggregate."""
+the final (test) evaluation leaves model.pt + model.json there, equal to the selected global
+model the bank can decrypt, while the operator's folder only ever holds the encrypted aggregate;
+the bank's own metrics stay beside it (bank_metrics.json), never sent."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from fedfraud.data.store import read_bank
 from fedfraud.run_model import MODEL_CARD_FILE, MODEL_WEIGHTS_FILE, load_run_model
 from fedfraud.scoring import Scorer
 from fedfraud.train import weight_shapes
+from fl_client.app import BANK_METRICS_FILE
 from fl_server.app import GLOBAL_MODEL_FILE, run_operator
 from secure_agg import Payload, get, provision
 from tests.fl.conftest import RecordingGrid
@@ -38,7 +42,12 @@ def test_each_bank_keeps_the_decrypted_global_model_and_can_score_with_it(unequa
     expected = get("ckks", "client", shared).client_reveal(saved, weight_shapes(first))
     for bank in banks:
         model_dir = tmp_path / "models" / bank
-        assert sorted(p.name for p in model_dir.iterdir()) == [MODEL_CARD_FILE, MODEL_WEIGHTS_FILE]
+        assert sorted(p.name for p in model_dir.iterdir()) == sorted(
+            [BANK_METRICS_FILE, MODEL_CARD_FILE, MODEL_WEIGHTS_FILE]
+        )
+        kept = json.loads((model_dir / BANK_METRICS_FILE).read_text())
+        assert [e["round"] for e in kept["val"]] == [1, 2]
+        assert kept["test"]["n_rows"] > 0 and "pr_auc" in kept["test"]
         model, card = load_run_model(model_dir)
         for got, want in zip(model.state_dict().values(), expected, strict=True):
             np.testing.assert_allclose(got.numpy(), want, atol=1e-6)

@@ -15,6 +15,7 @@ from fedfraud import round_messages as rm
 from fedfraud.audit import verify
 from fedfraud.config import RunConfig
 from fedfraud.errors import ConfigError
+from fedfraud.metrics import ScoreCounts, flat_metrics, pooled_metrics
 from fl_server.app import run_operator
 from fl_server.checkpoint import CHECKPOINT_DIR, STATE_FILE
 from secure_agg import Payload, get
@@ -61,7 +62,20 @@ class FakeGrid:
         content = RecordDict({rm.BANK: ConfigRecord({rm.BANK_ID: bank})})
         kind = msg.metadata.message_type
         if kind == "evaluate":
-            content[rm.METRICS] = MetricRecord({"pr_auc": 0.5, "roc_auc": 0.5, "n_test": 10.0})
+            # Counts whose PR-AUC grows with the round: the last round is the best one.
+            rnd = int(msg.content[rm.CONFIG][rm.ROUND])
+            y = np.r_[np.zeros(90), np.ones(10)]
+            scores = np.r_[np.full(90, 0.5), np.where(np.arange(10) < rnd, 0.9, 0.1)]
+            counts = ScoreCounts.of(y, scores).to_vector()
+            payload = self.agg.client_protect([counts], 1.0, round=rnd)
+            content[rm.UPDATE] = ConfigRecord(payload.to_record())
+            return content
+        if kind == f"query.{rm.POOLED}":
+            total = self.agg.client_reveal(
+                Payload.from_record(msg.content[rm.COUNTS]), [(ScoreCounts.vector_size(),)]
+            )[0] * int(msg.content[rm.CONFIG][rm.CONTRIBUTORS])
+            metrics = flat_metrics(pooled_metrics(ScoreCounts.from_vector(total)))
+            content[rm.METRICS] = MetricRecord(metrics)
             return content
         if kind == "train":
             model = np.zeros(4)
@@ -124,7 +138,9 @@ def test_resume_after_kill_loses_and_repeats_no_round(tmp_path):
     # The resumed process only ran rounds 3 and 4, and did not redo the statistics stage.
     assert sorted({(k, r) for k, r, _ in grid.sent}) == [
         ("evaluate", 3),
-        ("evaluate", 4),
+        ("evaluate", 4),  # validation, then test of the selected round 4
+        ("query.pooled", 3),
+        ("query.pooled", 4),
         ("train", 3),
         ("train", 4),
     ]
@@ -151,6 +167,9 @@ def test_audit_round_entries_name_banks_digests_and_model(tmp_path):
     import hashlib
 
     assert hashlib.sha256(model_bytes(out)).hexdigest() == entry["model_sha256"]
+    finish = entries[-1]
+    assert finish["event"] == "finish" and finish["selected_round"] == 1
+    assert finish["selected_model_sha256"] == hashlib.sha256(model_bytes(out)).hexdigest()
 
 
 def test_resume_refuses_a_changed_model_setting(tmp_path):

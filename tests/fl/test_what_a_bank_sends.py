@@ -144,3 +144,94 @@ def test_control_plaintext_bank_visibly_sends_its_update(small_consortium, tmp_p
     )
     # Rows never travel, whatever the backend (only the model does).
     assert set(found(blob, row_patterns(small_consortium)).values()) == {0}
+
+
+# -- evaluation: only protected score counts leave, never the bank's own metrics ---------------
+def evaluate_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Message, dict]:
+    """Stats + one train round for three banks, then BANK's evaluate reply for the global
+    model; returns what BANK sent, the reply, and the counts / own metrics it computed."""
+    bank_options, server_options = {}, {}
+    if backend == "ckks":
+        from secure_agg.keys import init_keys
+
+        paths = init_keys(tmp_path / "keys")
+        bank_options = {"ckks-secret-context": str(paths.secret)}
+        server_options = {"ckks-public-context": str(paths.public)}
+    config = RunConfig(num_banks=3, num_rounds=1, secure_agg=backend, seed=3)
+    server = get(backend, "server", server_options)
+    names = ("bank-00", "bank-01", "bank-02")
+    stats = {
+        b: Payload.from_record(
+            send(client_app.stats, banks, b, config, bank_options, "query.stats").content[rm.UPDATE]
+        )
+        for b in names
+    }
+    scaler = server.server_aggregate(stats).payload
+    updates = {
+        b: Payload.from_record(
+            send(
+                client_app.train, banks, b, config, bank_options, "train", {rm.SCALER: scaler}
+            ).content[rm.UPDATE]
+        )
+        for b in names
+    }
+    model = server.server_aggregate(updates).payload
+    seen: dict = {}
+    real_pooled = client_app.pooled_metrics
+
+    def spying_pooled(counts):
+        seen.setdefault("counts", counts)
+        seen.setdefault("own", real_pooled(counts))
+        return real_pooled(counts)
+
+    monkeypatch.setattr(client_app, "pooled_metrics", spying_pooled)
+    extra = {rm.SCALER: scaler, rm.MODEL: model}
+    reply = send(client_app.evaluate, banks, BANK, config, bank_options, "evaluate", extra)
+    return wire_bytes(reply), reply, seen
+
+
+def counts_patterns(counts) -> dict[str, list[bytes]]:
+    """Windows of 4 consecutive bins around the bank's non-empty bins (16+ bytes each)."""
+    vector = counts.to_vector()
+    busy = np.flatnonzero(vector)
+    starts = busy[np.linspace(0, busy.size - 1, num=min(40, busy.size), dtype=int)]
+    return {
+        f"counts ({dtype})": [vector[s : s + 4].astype(dtype).tobytes() for s in starts]
+        for dtype in ("<f4", "<f8")
+    }
+
+
+def own_metric_patterns(own: dict) -> dict[str, list[bytes]]:
+    values = [own[k] for k in ("pr_auc", "roc_auc", "recall_at_1pct_fpr")]
+    values += list(own["typology_recall"].values())
+    # Short binary fractions (0, 1, 0.5) have common byte patterns; the rest are distinctive.
+    values = [v for v in values if (v * 1024) % 1]
+    assert values
+    return {
+        "own metric (float64)": [np.float64(v).tobytes() for v in values],
+        "own metric (text)": [repr(float(v)).encode() for v in values[:3]],
+    }
+
+
+@pytest.mark.skipif("ckks" not in __import__("secure_agg").available(), reason="no CKKS backend")
+def test_ckks_bank_evaluation_sends_neither_its_counts_nor_its_own_metrics(
+    small_consortium, tmp_path, monkeypatch
+):
+    blob, reply, seen = evaluate_reply(small_consortium, tmp_path, "ckks", monkeypatch)
+    assert seen["own"]["n_frauds"] > 0  # the bank did compute its own figures ...
+    assert len(blob) > 50_000  # ... and sent ciphertexts of its counts
+    assert set(found(blob, counts_patterns(seen["counts"])).values()) == {0}
+    assert set(found(blob, own_metric_patterns(seen["own"])).values()) == {0}
+    # In the clear: timings only (no n_test, no per-bank PR-AUC as before).
+    assert set(reply.content[rm.METRICS]) == {"reveal_s", "protect_s"}
+
+
+def test_control_plaintext_bank_evaluation_visibly_sends_its_counts(
+    small_consortium, tmp_path, monkeypatch
+):
+    # Proves the search above would find the counts: "none" sends float32 counts as they are.
+    blob, _, seen = evaluate_reply(small_consortium, tmp_path, "none", monkeypatch)
+    patterns = counts_patterns(seen["counts"])
+    assert found(blob, patterns)["counts (<f4)"] == len(patterns["counts (<f4)"])
+    # Even in the clear backend a bank's own metrics are not sent, only the counts.
+    assert set(found(blob, own_metric_patterns(seen["own"])).values()) == {0}

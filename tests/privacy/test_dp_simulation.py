@@ -41,7 +41,7 @@ def test_three_bank_mlp_simulation_with_dp_reports_epsilon_within_target(
     for bank in BANKS:  # each bank's ledger sits in its data folder and holds both rounds
         spends = PrivacyLedger(small_consortium / bank / LEDGER_FILE, bank).spends()
         assert [s.round for s in spends] == [1, 2]
-    assert 0.0 <= results["final"]["pr_auc"] <= 1.0
+    assert 0.0 <= results["final"]["pooled"]["pr_auc"] <= 1.0
 
 
 def _gnn_config(consortium: Path, min_banks: int) -> RunConfig:

@@ -39,16 +39,22 @@ def fake_results(config) -> dict:
             "bytes_up": 1000 * (8 if config.secure_agg == "ckks" else 1),
             "bytes_plain": 1000,
             "aggregate_s": 0.1,
-            "metrics": {"pr_auc": pr * r / 2},
+            "metrics": {"pooled": {"pr_auc": pr * r / 2}},
         }
         for r in (1, 2)
     ]
     return {
-        "final": {"pr_auc": pr, "roc_auc": 0.9, "recall_at_1pct_fpr": 0.4},
+        "final": {
+            "selected_round": 2,
+            "pooled": {"pr_auc": pr, "roc_auc": 0.9, "recall_at_1pct_fpr": 0.4},
+        },
         "rounds": rounds,
         "privacy": {"epsilon_per_bank": eps if config.dp else {}},
         "timing": {"mean_round_s": 2.0 if config.secure_agg == "ckks" else 1.0},
-        "baselines": {"local_only": {"mean_pr_auc": 0.3}, "centralized": {"pr_auc": 0.7}},
+        "baselines": {
+            "local_only": {"pooled": {"pr_auc": 0.3}},
+            "centralized": {"pooled": {"pr_auc": 0.7}},
+        },
     }
 
 
