@@ -49,7 +49,8 @@ class RunConfig:
     dp_grad_clip: float = 1.0  # per-example gradient bound of DP-SGD (record-level DP)
     dp_level: str = "auto"
     privacy_budget: float = 0.0  # per-bank ε budget across runs (0: none; node-config may tighten)
-    min_banks: int = 2
+    # Fewest banks in any aggregate; never below 3 (with two, each learns the other's update).
+    min_banks: int = 3
     round_timeout: float = 600.0  # seconds to wait for banks in one round
     seed: int = 0
     data_dir: str = ""
@@ -86,7 +87,11 @@ class RunConfig:
             "(or auto) for the GNN (see docs/privacy.md)",
         )
         _check(self.privacy_budget >= 0, "privacy-budget must be >= 0 (0: no budget)")
-        _check(self.min_banks >= 1, "min-banks must be at least 1")
+        _check(
+            self.min_banks >= 3,
+            "min-banks must be at least 3: with two banks in an aggregate each learns the "
+            "other's exact update",
+        )
         _check(self.round_timeout > 0, "round-timeout must be positive")
         _check(
             self.min_banks <= self.num_banks,

@@ -12,6 +12,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedfraud.config import RunConfig
+from fl_server.consortium import operator_roster
 from fl_server.federation import Federation, RoundCallback
 from fl_server.journal import RunJournal
 from secure_agg import get
@@ -42,7 +43,13 @@ def run_operator(
         resume = str(run_config.get("resume", False)).lower() in ("1", "true", "yes")
         journal = RunJournal(Path(config.out_dir), config, resume=resume)
     federation = Federation(
-        grid, config, aggregator, on_round=on_round, shared_options=shared_options, journal=journal
+        grid,
+        config,
+        aggregator,
+        on_round=on_round,
+        shared_options=shared_options,
+        journal=journal,
+        roster=operator_roster(options),
     )
     if journal and (state := journal.open()) is not None:
         federation.state = state

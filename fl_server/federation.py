@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError, PayloadError
 from fedfraud.metrics import METRICS, json_safe, weighted_mean
 from fedfraud.privacy.operator import privacy_summary, round_privacy
+from fl_server.consortium import REAGGREGABLE, Proof, check_signature, operator_roster, stage_record
 from secure_agg import Aggregate, Exchange, Payload, SecureAggregator, is_interactive
+from secure_agg.roster import Roster
 
 log = logging.getLogger("fedfraud.server")
 
@@ -40,9 +43,11 @@ class Replies:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, int] = field(default_factory=dict)  # bank -> the node it answered from
+    signatures: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # bank -> (digest, sig)
     silent: set[int] = field(default_factory=set)  # nodes that did not answer in time
     halted: dict[int, str] = field(default_factory=dict)  # node -> why its privacy budget is spent
     exchange: Exchange | None = None  # set when an interactive backend ran its own protocol
+    participants: tuple[str, ...] = ()  # the banks announced for this stage (signed over)
 
     @property
     def num_results(self) -> int:
@@ -59,6 +64,11 @@ class RunState:
     final: dict[str, Any] = field(default_factory=dict)
     # bank -> why it refused to train (privacy budget spent); it is not asked to train again
     halted: dict[str, str] = field(default_factory=dict)
+    # The run label banks sign over, and the signed contributions behind scaler / global model
+    # (Proof.to_state(); forwarded with each aggregate so banks can check it).
+    run_label: str = ""
+    scaler_proof: dict[str, Any] | None = None
+    global_proof: dict[str, Any] | None = None
 
 
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -85,6 +95,7 @@ class Federation:
         round_timeout_s: float | None = None,
         shared_options: Mapping[str, str | int | float] | None = None,
         journal: Journal | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.grid = grid
         self.config = config
@@ -98,6 +109,7 @@ class Federation:
         self.journal = journal
         self.node_banks: dict[int, str] = {}  # learned from replies; names halted banks
         self.halted_nodes: set[int] = set()
+        self.roster = roster
 
     # -- messaging -------------------------------------------------------------------------
     def wait_for_banks(self) -> list[int]:
@@ -119,22 +131,49 @@ class Federation:
                 )
             time.sleep(0.5)
 
+    def participants(self, nodes: Iterable[int]) -> tuple[str, ...]:
+        """The banks announced for a stage: those of `nodes` once known, else the roster's."""
+        roster = self._roster()
+        known = [self.node_banks.get(n) for n in nodes]
+        if known and all(known):
+            return tuple(sorted({b for b in known if b in roster}))
+        return tuple(b for b in roster.banks if b not in self.state.halted)
+
+    def _roster(self) -> Roster:
+        if self.roster is None:
+            self.roster = operator_roster({**self.config.to_run_config(), **self.shared_options})
+        return self.roster
+
     def broadcast(
-        self, nodes: Iterable[int], message_type: str, round_: int, extra: Mapping[str, Payload]
+        self,
+        nodes: Iterable[int],
+        message_type: str,
+        round_: int,
+        extra: Mapping[str, Payload],
+        proofs: Mapping[str, dict[str, Any] | None] | None = None,
     ) -> Replies:
-        """Send one message per node and sort the replies."""
+        """Send one message per node (with the stage's participants and the proofs of the
+        aggregates it carries) and sort the replies, keeping only signed contributions."""
         config = ConfigRecord(
             {**self.config.to_run_config(), **self.shared_options, rm.ROUND: round_}
         )
+        nodes = list(nodes)
+        if not self.state.run_label:
+            self.state.run_label = secrets.token_hex(16)
+        stage = rm.STATS if message_type == f"query.{rm.STATS}" else message_type
+        participants = self.participants(nodes)
 
         def content() -> RecordDict:
             out = RecordDict({rm.CONFIG: config})
+            out[rm.STAGE] = stage_record(self.state.run_label, stage, participants)
             for key, payload in extra.items():
                 out[key] = ConfigRecord(payload.to_record())
+            for key, proof in (proofs or {}).items():
+                if proof is not None:
+                    out.update(Proof.from_state(proof).records(key))
             return out
 
-        nodes = list(nodes)
-        replies = Replies()
+        replies = Replies(participants=participants)
         sent: dict[str, int] = {}
         if is_interactive(self.aggregator) and message_type in ("train", f"query.{rm.STATS}"):
             # SecAgg+: the backend runs its multi-message protocol and aggregates on the way.
@@ -149,6 +188,7 @@ class Federation:
             # missed its heartbeats) come from node 0: find their node by the message replied to.
             sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         answered = set()
+        signed = not is_interactive(self.aggregator)
         for reply in received:
             node = sent.get(reply.metadata.reply_to_message_id) or reply.metadata.src_node_id
             answered.add(node)
@@ -159,22 +199,67 @@ class Federation:
                 if reply.error.code == ErrorCode.NODE_UNAVAILABLE:  # missed its heartbeats
                     replies.silent.add(node)
                 continue
-            bank = str(reply.content[rm.BANK][rm.BANK_ID])
-            replies.nodes[bank] = node
-            self.node_banks[node] = bank
-            replies.metrics[bank] = dict(reply.content.get(rm.METRICS, {}))
-            if rm.UPDATE in reply.content:
-                try:
-                    replies.payloads[bank] = Payload.from_record(reply.content[rm.UPDATE])
-                except PayloadError as exc:
-                    replies.failures[bank] = str(exc)
-                    del replies.metrics[bank]
+            # One bank's reply, however malformed, only ever makes that bank a failure.
+            try:
+                self._accept(replies, reply, node, (round_, stage, participants), signed)
+            except (KeyError, TypeError, ValueError, PayloadError) as exc:
+                replies.failures[f"node-{node}"] = f"reply rejected: {exc}"
         for node in set(n for n in nodes) - answered:
             replies.failures[f"node-{node}"] = f"no reply within {self.round_timeout_s:.0f}s"
             replies.silent.add(node)
         for who, why in replies.failures.items():
             log.warning("%s %s failed: %s", message_type, who, why)
         return replies
+
+    def _accept(
+        self,
+        replies: Replies,
+        reply: Message,
+        node: int,
+        stage: tuple[int, str, tuple[str, ...]],
+        signed: bool,
+    ) -> None:
+        bank_record = reply.content[rm.BANK]
+        bank = bank_record[rm.BANK_ID]
+        if not isinstance(bank, str):
+            raise TypeError("bank id is not a string")
+        if bank in replies.nodes:
+            raise ValueError(f"{bank!r} already answered from node {replies.nodes[bank]}")
+        metrics = dict(reply.content.get(rm.METRICS, {}))
+        if rm.UPDATE in reply.content:
+            payload = Payload.from_record(reply.content[rm.UPDATE])
+            if signed:  # an unrostered node or a forged contribution stops here
+                rnd, name, participants = stage
+                replies.signatures[bank] = check_signature(
+                    self._roster(),
+                    self.state.run_label,
+                    rnd,
+                    name,
+                    participants,
+                    bank,
+                    payload,
+                    bank_record,
+                )
+            replies.payloads[bank] = payload
+        replies.nodes[bank] = node
+        self.node_banks[node] = bank
+        replies.metrics[bank] = metrics
+
+    def _proof(self, replies: Replies, agg: Aggregate, rnd: int, stage: str) -> dict | None:
+        """What banks need to check this aggregate (None for SecAgg+'s own protocol)."""
+        if replies.exchange is not None:
+            return None
+        proof = Proof(
+            self.state.run_label,
+            rnd,
+            stage,
+            replies.participants,
+            {b: replies.signatures[b] for b in agg.included},
+            {b: replies.payloads[b] for b in agg.included}
+            if self.aggregator.name in REAGGREGABLE
+            else {},
+        )
+        return proof.to_state()
 
     def _aggregate(self, replies: Replies, stage: str):
         """Securely aggregate, or stop the run when too few banks contributed."""
@@ -212,6 +297,7 @@ class Federation:
             replies = self.broadcast(nodes, f"query.{rm.STATS}", 0, {})
             agg = self._aggregate(replies, "feature statistics")[0]
             self.state.scaler = agg.payload
+            self.state.scaler_proof = self._proof(replies, agg, 0, rm.STATS)
             if self.journal:
                 self.journal.stats_done(self.state, self._evidence(replies, agg))
         first = len(self.state.rounds) + 1
@@ -227,13 +313,16 @@ class Federation:
         """Train + secure aggregation + evaluation for one round."""
         t0 = time.perf_counter()
         extra = {rm.SCALER: self.state.scaler}
+        proofs = {rm.SCALER: self.state.scaler_proof}
         if self.state.global_model is not None:
             extra[rm.GLOBAL] = self.state.global_model
+            proofs[rm.GLOBAL] = self.state.global_proof
         training = [n for n in nodes if n not in self.halted_nodes]
-        replies = self.broadcast(training, "train", rnd, extra)
+        replies = self.broadcast(training, rm.TRAIN_STAGE, rnd, extra, proofs)
         self._halt(replies, rnd)
         agg, aggregate_s = self._aggregate(replies, f"round {rnd}")
         self.state.global_model = agg.payload
+        self.state.global_proof = self._proof(replies, agg, rnd, rm.TRAIN_STAGE)
         wall_s = time.perf_counter() - t0
         included = [b for b in agg.included]
         record: dict[str, Any] = {
@@ -279,9 +368,11 @@ class Federation:
         """Banks evaluate the current global model locally; only metrics come back."""
         t0 = time.perf_counter()
         extra = {rm.SCALER: self.state.scaler, rm.GLOBAL: self.state.global_model}
-        replies = self.broadcast(nodes, "evaluate", rnd, extra)
+        proofs = {rm.SCALER: self.state.scaler_proof, rm.GLOBAL: self.state.global_proof}
+        replies = self.broadcast(nodes, "evaluate", rnd, extra, proofs)
         per_bank = {b: {k: m[k] for k in METRICS if k in m} for b, m in replies.metrics.items()}
-        weights = {b: m.get("n_test", 0.0) for b, m in replies.metrics.items()}
+        # Banks no longer send n_test (it narrows a bank's fraud count): an unweighted mean.
+        weights = {b: 1.0 for b in replies.metrics}
         return {
             "metrics": weighted_mean(per_bank, weights),
             "per_bank": per_bank,
@@ -290,12 +381,16 @@ class Federation:
 
     @staticmethod
     def _evidence(replies: Replies, agg: Aggregate) -> dict[str, Any]:
-        """Who took part and SHA-256 digests of what they sent and of the aggregate (audit log)."""
+        """Who took part and SHA-256 digests of what they sent and of the aggregate, with the
+        participants announced and each included bank's signed contribution (audit log)."""
 
         def digest(payload: Payload) -> str:
             return hashlib.sha256(payload.to_bytes()).hexdigest()
 
+        signed = {b: replies.signatures[b] for b in agg.included if b in replies.signatures}
         return {
+            "participants": list(replies.participants),
+            "contributions": Proof("", 0, "", (), signed).contributions(),
             "banks": list(agg.included),
             "nodes": {b: str(n) for b, n in replies.nodes.items()},
             "payload_sha256": {b: digest(p) for b, p in replies.payloads.items()},
@@ -315,6 +410,7 @@ class Federation:
         return json_safe(
             {
                 "fedfraud_version": fedfraud.__version__,
+                "run_label": self.state.run_label,
                 "config": cfg.to_dict(),
                 "model": cfg.model,
                 "secure_agg": cfg.secure_agg,

@@ -32,7 +32,16 @@ import tenseal as ts
 
 from fedfraud.errors import ConfigError, PayloadError
 from secure_agg import keys as ckks_keys
-from secure_agg.base import Aggregate, Payload, Role, check_weight, flatten, register, unflatten
+from secure_agg.base import (
+    Aggregate,
+    Payload,
+    Role,
+    StageContext,
+    check_weight,
+    flatten,
+    register,
+    unflatten,
+)
 
 NAME = "ckks"
 MAX_BANKS = 1024
@@ -81,7 +90,14 @@ class CKKSAggregator:
         """The largest |weight x value| one bank may send (2^24 unless the headroom allows more)."""
         return math.ldexp(1.0, self.bank_bits + self.weight_scale_bits)
 
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         ctx = self._secret_context("protect")
         w = check_weight(weight)
         flat = flatten(update)
@@ -155,7 +171,11 @@ class CKKSAggregator:
         return Aggregate(out, tuple(included), rejected)
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         ctx = self._secret_context("reveal")
         size = self._check_header(aggregate)

@@ -26,7 +26,16 @@ import numpy as np
 
 from fedfraud.errors import ConfigError, PayloadError
 from secure_agg._crypten_compat import INSTALL_HINT, crypten_installed
-from secure_agg.base import Aggregate, Payload, Role, check_weight, flatten, register, unflatten
+from secure_agg.base import (
+    Aggregate,
+    Payload,
+    Role,
+    StageContext,
+    check_weight,
+    flatten,
+    register,
+    unflatten,
+)
 from secure_agg.crypten_committee import (
     SEAL_OVERHEAD,
     SEED_BYTES,
@@ -58,7 +67,7 @@ class CryptenSettings:
     parties: int | None = None  # [crypten-parties] K; if set, parties.json must list K parties
     precision: int = DEFAULT_PRECISION  # [crypten-precision] fixed-point fractional bits
     timeout_s: float = DEFAULT_TIMEOUT_S  # [crypten-timeout] seconds the committee may take
-    min_banks: int = 2  # [crypten-min-banks, else min-banks] fewest banks the parties reveal
+    min_banks: int = 3  # [crypten-min-banks, else min-banks] fewest banks the parties reveal
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> CryptenSettings:
@@ -82,7 +91,7 @@ class CryptenSettings:
             parties=number("crypten-parties", None, int) if "crypten-parties" in options else None,
             precision=number("crypten-precision", DEFAULT_PRECISION, int),
             timeout_s=number("crypten-timeout", DEFAULT_TIMEOUT_S, float),
-            min_banks=number("crypten-min-banks", options.get("min-banks", 2), int),
+            min_banks=number("crypten-min-banks", options.get("min-banks", 3), int),
         )
         if settings.parties is not None and settings.parties < 2:
             raise ConfigError(
@@ -96,8 +105,11 @@ class CryptenSettings:
             )
         if settings.timeout_s <= 0:
             raise ConfigError(f"crypten-timeout must be positive, got {settings.timeout_s}")
-        if settings.min_banks < 1:
-            raise ConfigError(f"crypten-min-banks must be at least 1, got {settings.min_banks}")
+        if settings.min_banks < 3:
+            raise ConfigError(
+                f"crypten-min-banks must be at least 3 (a sum of two banks reveals each to the "
+                f"other), got {settings.min_banks}"
+            )
         if not settings.parties_dir.is_dir():
             raise ConfigError(
                 f"crypten-parties-dir {settings.parties_dir} does not exist; create the "
@@ -140,7 +152,14 @@ class CryptenAggregator:
         self.parties = LocalCommittee(committee, settings.timeout_s) if role == "server" else None
 
     # -- bank ------------------------------------------------------------------------------
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         w, rnd, p = check_weight(weight), int(round), self.settings.precision
         encoded = encode(np.append(flatten(update) * w, w), p)
         if encoded[-1] <= 0:
@@ -166,7 +185,11 @@ class CryptenAggregator:
         return Payload(NAME, chunks, meta)
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         if aggregate.backend != NAME:
             raise PayloadError(f"payload made by backend '{aggregate.backend}', expected '{NAME}'")

@@ -115,7 +115,8 @@ class Party:
         # A contribution is summed only if every party could open its share of it.
         mine = torch.tensor([s is not None for s in shares], dtype=torch.long)
         agreed = [i for i, ok in enumerate(comm.all_reduce(mine, op=ReduceOp.MIN).tolist()) if ok]
-        min_banks = int(job.meta["min_banks"])
+        # Never below 3, whatever the operator's job says (a sum of two reveals each bank).
+        min_banks = max(3, int(job.meta["min_banks"]))
         if len(agreed) < min_banks:
             raise PayloadError(
                 f"only {len(agreed)} contribution(s) could be opened by every compute party; "

@@ -21,11 +21,14 @@ from fedfraud.data.schema import has_accounts, require_fraud
 from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
 from fedfraud.metrics import json_safe, score_metrics, typology_recall
+from fedfraud.privacy import LEDGER_FILE, RECORD, PrivacyLedger, uses
+from fedfraud.privacy.accountant import epsilons_by_unit
 from fedfraud.rings import bank_rings
 from fedfraud.run_model import save_run_model
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
 from fl_server.app import GLOBAL_MODEL_FILE, RESULTS_FILE
 from secure_agg import Payload, available, get, provision, validate
+from secure_agg.consortium import CONSORTIUM_DIR_KEY, provision_consortium
 
 log = logging.getLogger("fedfraud.simulate")
 Progress = Callable[[str, dict[str, Any]], None]  # (event, details)
@@ -118,6 +121,57 @@ def run_federation(
     return outcome["results"]
 
 
+def provision_banks(config: RunConfig, keys_dir: Path, banks: list[str]) -> Path:
+    """Roster, identities and one pinned policy per simulated bank (secure_agg/consortium.py):
+    each bank allows exactly this run's backend and model, pins the code this process runs,
+    and holds the run's DP settings as its own floor."""
+    from fl_client.bundle import running_app_hash
+
+    return provision_consortium(
+        keys_dir / "consortium",
+        banks,
+        allowed_backends=[config.secure_agg],
+        allowed_models=[config.model],
+        min_contributors=config.min_banks,
+        max_epsilon=config.dp_epsilon if config.dp else None,
+        max_delta=config.dp_delta,
+        privacy_budget=config.privacy_budget or None,
+        app_hash=running_app_hash(),
+    )
+
+
+def ledger_epsilons(
+    config: RunConfig, results: dict[str, Any], data_dir: Path, banks: list[str]
+) -> None:
+    """Per-bank ε for results.json, read from the banks' own ledgers (banks no longer send ε
+    to the operator): per round, this run's record-level ε and each ledger's total so far."""
+    if not config.dp:
+        return
+    label = results.get("run_label")
+    latest: dict[str, float] = {}
+    totals: dict[str, dict[str, float]] = {}
+    for bank in banks:
+        spends = PrivacyLedger(data_dir / bank / LEDGER_FILE, bank).spends()
+        earlier = [s for s in spends if s.run != label]
+        mine = [s for s in spends if s.run == label]
+        for record in results["rounds"]:
+            upto = [s for s in mine if s.round <= record["round"]]
+            if not upto:
+                continue
+            delta = upto[-1].delta
+            total = epsilons_by_unit(((s.unit, s.mechanism) for s in earlier + upto), delta)
+            record.setdefault("ledger_epsilon", {})[bank] = total
+            totals[bank] = total
+            if uses(config, RECORD):
+                run_eps = epsilons_by_unit(((s.unit, s.mechanism) for s in upto), delta)
+                record.setdefault("epsilon", {})[bank] = run_eps[RECORD]
+                latest[bank] = run_eps[RECORD]
+    privacy = results.setdefault("privacy", {})
+    if latest:
+        privacy["epsilon_per_bank"] = latest
+    privacy["ledger_epsilon_per_bank"] = totals
+
+
 def analyse_final_model(
     config: RunConfig,
     out_dir: Path,
@@ -182,7 +236,9 @@ def simulate(
         progress("data", {"banks": {n: len(f) for n, f in frames.items()}})
     with tempfile.TemporaryDirectory(prefix="fedfraud-keys-") as keys_dir:
         shared = {**provision(config.secure_agg, Path(keys_dir), config.num_banks), **options}
+        shared[CONSORTIUM_DIR_KEY] = str(provision_banks(config, Path(keys_dir), list(tables)))
         results = run_federation(config, shared, progress)
+        ledger_epsilons(config, results, data_dir, list(tables))
         results["analysis"] = analyse_final_model(config, out_dir, shared, tables)
     if baselines:
         if progress:

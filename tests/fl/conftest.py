@@ -12,18 +12,38 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedfraud import round_messages as rm
 from fedfraud.data.store import write_banks
+from fedfraud.policy import ALL_BACKENDS
 from fl_client.app import app as client_app
 from secure_agg import Payload
+from secure_agg.consortium import policy_file, provision_consortium
+from secure_agg.roster import ROSTER_FILE
 from tests.conftest import random_bank
 
 
-class RecordingGrid:
-    """Delivers each message to the bank's real ClientApp; keeps what each bank protected."""
+def bank_consortium(directory: Path, banks: list[str], **policy) -> dict[str, dict[str, str]]:
+    """Roster, identities and policies for `banks` (every backend allowed unless `policy` says
+    otherwise); returns each bank's policy node-config keys."""
+    policy = {"allowed_backends": list(ALL_BACKENDS), **policy}
+    provision_consortium(directory, banks, **policy)
+    return {b: {"policy-path": str(policy_file(directory, b))} for b in banks}
 
-    def __init__(self, data_dir: Path, banks: list[str]):
+
+class RecordingGrid:
+    """Delivers each message to the bank's real ClientApp; keeps what each bank protected.
+    Every bank pins a policy and the consortium roster (in `data_dir`/../consortium); pass
+    `options` to the operator (it names the roster)."""
+
+    def __init__(self, data_dir: Path, banks: list[str], **policy):
+        consortium = data_dir.parent / "consortium"
+        policies = bank_consortium(consortium, banks, **policy)
+        self.options = {"roster-path": str(consortium / ROSTER_FILE)}
         self.contexts = {
             200 + i: Context(
-                1, 200 + i, {"data-path": str(data_dir / b), "bank-id": b}, RecordDict(), {}
+                1,
+                200 + i,
+                {"data-path": str(data_dir / b), "bank-id": b, **policies[b]},
+                RecordDict(),
+                {},
             )
             for i, b in enumerate(banks)
         }
@@ -53,11 +73,11 @@ class RecordingGrid:
     def recording(self, protect):
         """Wrap an aggregator's client_protect to keep each bank's clear update (rounds >= 1)."""
 
-        def wrapped(aggregator, update, weight, round):
+        def wrapped(aggregator, update, weight, round, **kw):
             if round >= 1:
                 clear = [np.array(a, dtype=np.float64) for a in update]
                 self.protected.setdefault(round, {})[self.current_bank] = (clear, float(weight))
-            return protect(aggregator, update, weight, round)
+            return protect(aggregator, update, weight, round, **kw)
 
         return wrapped
 

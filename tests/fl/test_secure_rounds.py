@@ -48,7 +48,7 @@ def test_secure_aggregate_equals_plaintext_weighted_fedavg_every_round(
     grid = RecordingGrid(unequal_banks, banks)
     cls = AGGREGATORS[backend]
     monkeypatch.setattr(cls, "client_protect", grid.recording(cls.client_protect))
-    run_operator(grid, cfg, {}, shared_options=shared)
+    run_operator(grid, cfg, grid.options, shared_options=shared)
 
     bank_side = get(backend, "client", shared)
     table = load_table(unequal_banks / banks[0], banks[0])
