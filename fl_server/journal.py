@@ -100,6 +100,9 @@ class RunJournal:
             "banks": record.get("banks", []),
             "nodes": record.get("nodes", {}),
             "payload_sha256": record.get("payload_sha256", {}),
+            # Announced participant set and each included bank's signed contribution (issue 13).
+            "participants": record.get("participants", []),
+            "contributions": record.get("contributions", {}),
             "epsilon": record.get("epsilon", {}),
             "model_sha256": record.get("aggregate_sha256"),
             "failures": record.get("failures", {}),
