@@ -36,9 +36,10 @@ log = logging.getLogger("fedfraud.client")
 
 # Backends whose aggregate is a deterministic sum a bank can recompute from the contributions.
 REAGGREGABLE = frozenset({"none", "ckks"})
-# (run, round, stage) -> digest of the one aggregate this process agreed to open for it.
-_opened: dict[tuple[str, int, str], str] = {}
-_verified: dict[tuple[str, int, str, str], StageContext] = {}
+# (bank, run, round, stage) -> digest of the one aggregate this bank agreed to open for it
+# (simulations run several banks in one process).
+_opened: dict[tuple[str, str, int, str], str] = {}
+_verified: dict[tuple[str, str, int, str, str], StageContext] = {}
 
 
 def payload_sha256(payload: Payload) -> str:
@@ -140,16 +141,17 @@ class BankGuard:
         if is_interactive(agg):
             # SecAgg+ sums inside Flower's own protocol: no per-bank payload reaches the
             # operator to forward; its hardening (signed keys) is the backends' issue.
-            self._once(run, rnd, stage, digest, where)
+            self._once((current.bank_id, run, rnd, stage), digest, where)
             return payload, StageContext(run, rnd, stage, current.participants, current.bank_id)
-        if (run, rnd, stage, digest) in _verified:
-            return payload, _verified[(run, rnd, stage, digest)]  # checked before
+        key_seen = (current.bank_id, run, rnd, stage, digest)
+        if key_seen in _verified:
+            return payload, _verified[key_seen]  # checked before
         signed, participants = self._signed_contributions(content, key, run, rnd, stage, where)
         if agg.name in REAGGREGABLE:
             self._check_sum(content, key, agg, signed, digest, where)
-        self._once(run, rnd, stage, digest, where)
+        self._once((current.bank_id, run, rnd, stage), digest, where)
         opened = StageContext(run, rnd, stage, participants, current.bank_id)
-        _verified[(run, rnd, stage, digest)] = opened
+        _verified[key_seen] = opened
         return payload, opened
 
     def _signed_contributions(
@@ -203,8 +205,8 @@ class BankGuard:
             raise PolicyRefusal(f"{where}: aggregate is not the sum of the signed contributions")
 
     @staticmethod
-    def _once(run: str, rnd: int, stage: str, digest: str, where: str) -> None:
-        first = _opened.setdefault((run, rnd, stage), digest)
+    def _once(stage_key: tuple[str, str, int, str], digest: str, where: str) -> None:
+        first = _opened.setdefault(stage_key, digest)
         if first != digest:
             raise PolicyRefusal(f"{where}: a different aggregate was already opened for it")
 
