@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -225,7 +226,12 @@ class Federation:
             raise TypeError("bank id is not a string")
         if bank in replies.nodes:
             raise ValueError(f"{bank!r} already answered from node {replies.nodes[bank]}")
-        metrics = dict(reply.content.get(rm.METRICS, {}))
+        # Only finite scalars: a list or a huge value from one bank must not break the round.
+        metrics = {
+            str(k): float(v)
+            for k, v in dict(reply.content.get(rm.METRICS, {})).items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
         if rm.UPDATE in reply.content:
             payload = Payload.from_record(reply.content[rm.UPDATE])
             if signed:  # an unrostered node or a forged contribution stops here

@@ -5,6 +5,8 @@ search would find them."""
 
 from __future__ import annotations
 
+import secrets
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -15,10 +17,13 @@ from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.data.store import read_bank
 from fl_client.bank import load_table
+from fl_server.consortium import Proof, stage_record
 from secure_agg import Payload, get
 from secure_agg.base import flatten
+from tests.fl.conftest import bank_consortium
 
 BANK = "bank-00"
+BANKS = ["bank-00", "bank-01", "bank-02"]
 
 
 pytestmark = pytest.mark.usefixtures("task_identity")
@@ -31,9 +36,9 @@ class Spy:
         self.inner = inner
         self.protected: list[tuple[np.ndarray, float]] = []
 
-    def client_protect(self, update, weight, round):
+    def client_protect(self, update, weight, round, **kw):
         self.protected.append((flatten(update), float(weight)))
-        return self.inner.client_protect(update, weight, round)
+        return self.inner.client_protect(update, weight, round, **kw)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -44,10 +49,20 @@ def wire_bytes(message: Message) -> bytes:
     return b"".join(obj.deflate() for obj in get_all_nested_objects(message).values())
 
 
-def send(handler, banks, bank: str, config: RunConfig, options, kind: str, extra=None) -> Message:
-    content = RecordDict({rm.CONFIG: ConfigRecord({**config.to_run_config(), rm.ROUND: 1})})
-    for key, payload in (extra or {}).items():
-        content[key] = ConfigRecord(payload.to_record())
+def send(
+    handler, banks, bank: str, config: RunConfig, options, kind: str, run: str, extra=None
+) -> Message:
+    stage = rm.STATS if kind == f"query.{rm.STATS}" else kind
+    content = RecordDict(
+        {
+            rm.CONFIG: ConfigRecord(
+                {**config.to_run_config(), rm.ROUND: 0 if stage == rm.STATS else 1}
+            ),
+            rm.STAGE: stage_record(run, stage, BANKS),
+        }
+    )
+    for key, value in (extra or {}).items():
+        content[key] = value
     msg = Message(content, dst_node_id=1, message_type=kind)
     node_config = {"data-path": str(banks / bank), "bank-id": bank, **options}
     context = Context(1, 1, node_config, RecordDict(), {})
@@ -66,11 +81,19 @@ def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy,
         bank_options = {"ckks-secret-context": str(paths.secret)}
         server_options = {"ckks-public-context": str(paths.public)}
     config = RunConfig(num_banks=3, num_rounds=1, secure_agg=backend, seed=3)
-    stats = {}
-    for bank in ("bank-00", "bank-01", "bank-02"):
-        reply = send(client_app.stats, banks, bank, config, bank_options, "query.stats")
+    policies = bank_consortium(tmp_path / "consortium", BANKS)
+    run = secrets.token_hex(8)  # the operator's run label, signed over
+    stats, signatures = {}, {}
+    for bank in BANKS:
+        options = {**bank_options, **policies[bank]}
+        reply = send(client_app.stats, banks, bank, config, options, "query.stats", run)
         stats[bank] = Payload.from_record(reply.content[rm.UPDATE])
+        record = reply.content[rm.BANK]
+        signatures[bank] = (record[rm.DIGEST], record[rm.SIGNATURE])
     scaler = get(backend, "server", server_options).server_aggregate(stats).payload
+    proof = Proof(run, 0, rm.STATS, tuple(BANKS), signatures, stats)
+    extra = {rm.SCALER: ConfigRecord(scaler.to_record()), **proof.records(rm.SCALER)}
+    bank_options = {**bank_options, **policies[BANK]}
 
     spy: list[Spy] = []
 
@@ -80,7 +103,7 @@ def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy,
 
     real_aggregator = client_app.aggregator
     monkeypatch.setattr(client_app, "aggregator", spying_aggregator)
-    reply = send(client_app.train, banks, BANK, config, bank_options, "train", {rm.SCALER: scaler})
+    reply = send(client_app.train, banks, BANK, config, bank_options, "train", run, extra)
     assert Payload.from_record(reply.content[rm.UPDATE]).backend == backend
     return wire_bytes(reply), spy[-1], reply
 
