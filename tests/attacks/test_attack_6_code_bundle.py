@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import filecmp
 import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,16 @@ def test_client_app_refuses_to_run_from_a_bundle_other_than_the_pinned_one(
         else:
             assert len(replies.payloads) == 3
     bundle.running_app_hash.cache_clear()
+
+
+def test_installed_bundle_hashes_like_the_source_tree(tmp_path):
+    """What a SuperNode installs is the FAB unpacked; the ClientApp hashes that folder and must
+    find the hash the bank computed on the source tree it reviewed."""
+    flwr = shutil.which("flwr", path=str(Path(sys.executable).parent))
+    done = subprocess.run(
+        [flwr, "build", "--app", str(ROOT)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (fab,) = tmp_path.glob("*.fab")
+    zipfile.ZipFile(fab).extractall(tmp_path / "installed")
+    assert app_hash(tmp_path / "installed") == app_hash(ROOT)
