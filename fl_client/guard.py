@@ -10,13 +10,17 @@ least min-contributors distinct roster banks, every signature valid over the sam
 set, run, round and stage. For the additive backends ("none", "ckks") the operator forwards the
 contributions themselves and the bank re-aggregates them: the aggregate must be byte for byte
 their sum (aggregation there is deterministic slot-wise addition), so nothing but exactly those
-contributions can be in it. A bank opens at most one aggregate per (run, round, stage).
+contributions can be in it. A bank opens at most one aggregate per (run, round, stage): it
+records the digest of each aggregate it opened in `opened-aggregates.json` beside its identity
+file, since a deployed SuperNode starts a fresh ClientApp process for every message.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,9 +40,8 @@ log = logging.getLogger("fedfraud.client")
 
 # Backends whose aggregate is a deterministic sum a bank can recompute from the contributions.
 REAGGREGABLE = frozenset({"none", "ckks"})
-# (bank, run, round, stage) -> digest of the one aggregate this bank agreed to open for it
-# (simulations run several banks in one process).
-_opened: dict[tuple[str, str, int, str], str] = {}
+OPENED_FILE = "opened-aggregates.json"
+# Aggregates already verified in this process (simulations run several banks in one process).
 _verified: dict[tuple[str, str, int, str, str], StageContext] = {}
 
 
@@ -204,11 +207,22 @@ class BankGuard:
         if recomputed.rejected or payload_sha256(recomputed.payload) != digest:
             raise PolicyRefusal(f"{where}: aggregate is not the sum of the signed contributions")
 
-    @staticmethod
-    def _once(stage_key: tuple[str, str, int, str], digest: str, where: str) -> None:
-        first = _opened.setdefault(stage_key, digest)
-        if first != digest:
-            raise PolicyRefusal(f"{where}: a different aggregate was already opened for it")
+    def _once(self, stage_key: tuple[str, str, int, str], digest: str, where: str) -> None:
+        """Record that this bank opens `digest` for the stage; refuse a second, different one."""
+        path = self.policy.identity_path.parent / OPENED_FILE
+        try:
+            opened = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise PolicyRefusal(f"{path} is unreadable ({exc}); restore or remove it") from exc
+        key = "|".join(str(k) for k in stage_key)
+        if key in opened:
+            if opened[key] != digest:
+                raise PolicyRefusal(f"{where}: a different aggregate was already opened for it")
+            return
+        opened[key] = digest
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(opened, indent=0, sort_keys=True))
+        os.replace(tmp, path)
 
 
 @lru_cache(maxsize=64)

@@ -14,7 +14,7 @@ from fedfraud.config import RunConfig
 from fl_server.consortium import Proof, payload_sha256
 from secure_agg import get
 from secure_agg.roster import BankIdentity, statement
-from tests.attacks.conftest import Consortium
+from tests.attacks.conftest import BANKS, Consortium
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 ROGUE = 299
@@ -126,3 +126,23 @@ def test_untampered_proof_is_accepted_as_control(small_consortium, tmp_path):
     banks.stats(fed)
     replies = banks.train(fed, sorted(banks.contexts), 1)
     assert sorted(replies.payloads) == ["bank-00", "bank-01", "bank-02"]
+
+
+def test_second_valid_aggregate_for_one_stage_is_refused_even_by_a_fresh_process(
+    small_consortium, tmp_path
+):
+    # Two genuine sums of one stage would let differences of subsets leak; a deployed bank
+    # starts a new ClientApp process per message, so the record of what it opened is on disk.
+    import fl_client.guard as guard
+
+    banks = Consortium(small_consortium, tmp_path, backend="ckks")
+    fed = banks.operator(RunConfig(num_banks=3, num_rounds=1, secure_agg="ckks"))
+    banks.stats(fed)
+    first = fed.state.scaler
+    assert sorted(banks.train(fed, sorted(banks.contexts), 1).payloads) == BANKS
+    banks.stats(fed)  # the same stage again: fresh encryptions, another valid aggregate
+    assert fed.state.scaler.to_bytes() != first.to_bytes()
+    guard._verified.clear()  # as a new process would start
+    replies = banks.train(fed, sorted(banks.contexts), 1)
+    assert replies.payloads == {}
+    assert {r.error.code for r in fed.grid.replies[-3:]} == {rm.REFUSED_ERROR_CODE}
