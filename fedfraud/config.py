@@ -68,7 +68,10 @@ class RunConfig:
     client_cpus: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.num_banks >= 1, "num-banks must be at least 1")
+        _check(
+            self.num_banks >= 3,
+            "num-banks must be at least 3: no aggregate may combine fewer than 3 banks",
+        )
         _check(self.num_rounds >= 1, "num-rounds must be at least 1")
         _check(self.model in MODELS, f"model must be one of {', '.join(MODELS)}")
         _check(self.gnn_conv in GNN_CONVS, f"gnn-conv must be one of {', '.join(GNN_CONVS)}")
