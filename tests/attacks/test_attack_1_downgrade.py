@@ -11,6 +11,7 @@ import pytest
 import fedfraud.privacy.dp as dp
 from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
+from fedfraud.errors import ConfigError
 from fedfraud.privacy import LEDGER_FILE, PrivacyLedger
 from tests.attacks.conftest import BANKS, Consortium
 
@@ -91,5 +92,5 @@ def test_num_banks_of_the_operator_does_not_shrink_distributed_noise(
 
 def test_run_config_below_three_banks_is_refused():
     for bad in ({"min_banks": 2}, {"min_banks": 1}, {"num_banks": 2, "min_banks": 2}):
-        with pytest.raises(Exception, match="min-banks"):
+        with pytest.raises(ConfigError, match="must be at least 3"):
             RunConfig(**bad)
