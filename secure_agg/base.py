@@ -92,6 +92,18 @@ class Payload:
 
 
 @dataclass(frozen=True)
+class StageContext:
+    """Which stage a contribution belongs to: the run, round, stage, the exact participant set
+    and the bank acting. Backends bind pairwise masks and signatures to it."""
+
+    run: str
+    round: int
+    stage: str
+    participants: tuple[str, ...]
+    bank_id: str
+
+
+@dataclass(frozen=True)
 class Aggregate:
     """The combined payload plus which banks went into it and why others were left out."""
 
@@ -105,7 +117,14 @@ class SecureAggregator(Protocol):
 
     name: str
 
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         """Protect `weight * update` (and the weight itself) so it can leave the bank."""
         ...
 
@@ -114,7 +133,11 @@ class SecureAggregator(Protocol):
         ...
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         """Turn the combined payload into the weighted mean update, shaped like `shapes`."""
         ...

@@ -26,7 +26,16 @@ import numpy as np
 
 from fedfraud.errors import ConfigError, PayloadError
 from secure_agg._crypten_compat import INSTALL_HINT, crypten_installed
-from secure_agg.base import Aggregate, Payload, Role, check_weight, flatten, register, unflatten
+from secure_agg.base import (
+    Aggregate,
+    Payload,
+    Role,
+    StageContext,
+    check_weight,
+    flatten,
+    register,
+    unflatten,
+)
 from secure_agg.crypten_committee import (
     SEAL_OVERHEAD,
     SEED_BYTES,
@@ -140,7 +149,14 @@ class CryptenAggregator:
         self.parties = LocalCommittee(committee, settings.timeout_s) if role == "server" else None
 
     # -- bank ------------------------------------------------------------------------------
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         w, rnd, p = check_weight(weight), int(round), self.settings.precision
         encoded = encode(np.append(flatten(update) * w, w), p)
         if encoded[-1] <= 0:
@@ -166,7 +182,11 @@ class CryptenAggregator:
         return Payload(NAME, chunks, meta)
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         if aggregate.backend != NAME:
             raise PayloadError(f"payload made by backend '{aggregate.backend}', expected '{NAME}'")

@@ -49,6 +49,7 @@ from secure_agg.base import (
     Exchange,
     Payload,
     Role,
+    StageContext,
     check_weight,
     flatten,
     register,
@@ -197,7 +198,14 @@ class SecAggPlusAggregator:
         self.settings = settings
 
     # -- bank ------------------------------------------------------------------------------
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         """Hand `[w * update..., w]` to `client_mod`, which scales and masks it; the payload
         itself only names the waiting vector (no values)."""
         w = check_weight(weight)
@@ -209,7 +217,11 @@ class SecAggPlusAggregator:
         return Payload(NAME, (), {"size": int(vector.size), "pending": token})
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         total = _decode(aggregate)
         return unflatten(total[:-1] / total[-1], shapes)
