@@ -11,6 +11,7 @@ SCALER = "scaler"  # ConfigRecord: the aggregate Payload of the banks' feature m
 UPDATE = "update"  # ConfigRecord: a bank's protected Payload
 METRICS = "metrics"  # MetricRecord: timings, evaluation metrics
 BANK = "bank"  # ConfigRecord: {"bank-id": str} the replying bank's id
+AUDIT = "audit"  # ConfigRecord: the operator's audit-log head {"seq", "sha256", "operator_key"}
 
 ROUND = "round"
 BANK_ID = "bank-id"

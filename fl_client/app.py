@@ -28,6 +28,7 @@ from fedfraud.train import (
     train_local,
     weight_shapes,
 )
+from fl_client.audit_heads import keep_head
 from fl_client.bank import (
     BankNode,
     aggregator,
@@ -51,6 +52,9 @@ def _handler(fn: Callable[[Message, Context, RunConfig, BankNode], RecordDict]):
         try:
             config = RunConfig.from_mapping(msg.content[rm.CONFIG])
             node = BankNode.from_configs(context.node_config, config)
+            if rm.AUDIT in msg.content:
+                run = str(msg.metadata.run_id)
+                keep_head(msg.content[rm.AUDIT], run, context.node_config, node.data_path)
             content = fn(msg, context, config, node)
             content[rm.BANK] = ConfigRecord({rm.BANK_ID: node.bank_id})
             return Message(content, reply_to=msg)

@@ -40,7 +40,7 @@ def run_operator(
     journal = None
     if config.out_dir:
         resume = str(run_config.get("resume", False)).lower() in ("1", "true", "yes")
-        journal = RunJournal(Path(config.out_dir), config, resume=resume)
+        journal = RunJournal(Path(config.out_dir), config, resume=resume, run=_run_id(grid))
     federation = Federation(
         grid, config, aggregator, on_round=on_round, shared_options=shared_options, journal=journal
     )
@@ -112,3 +112,11 @@ def _log_round(config: RunConfig) -> RoundCallback:
 
 
 app = make_server_app()
+
+
+def _run_id(grid: Grid) -> str:
+    # The Flower run id, as the banks see it in msg.metadata.run_id (names their kept heads).
+    try:
+        return str(grid.run.run_id)
+    except (AttributeError, RuntimeError):  # a stand-in grid in tests
+        return ""

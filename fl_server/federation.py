@@ -71,6 +71,8 @@ class Journal(Protocol):
 
     def round_done(self, state: RunState, record: dict[str, Any]) -> None: ...
 
+    def head_record(self) -> dict[str, str | int]: ...
+
 
 class Federation:
     """Drives the stats stage, the rounds and the final evaluation over a Flower Grid."""
@@ -129,6 +131,8 @@ class Federation:
 
         def content() -> RecordDict:
             out = RecordDict({rm.CONFIG: config})
+            if self.journal is not None:  # banks keep every audit head they are shown
+                out[rm.AUDIT] = ConfigRecord(self.journal.head_record())
             for key, payload in extra.items():
                 out[key] = ConfigRecord(payload.to_record())
             return out
