@@ -27,6 +27,7 @@ import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -39,11 +40,12 @@ from flwr.common import (
     ndarrays_to_parameters,
     serde,
 )
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
 from fedfraud import round_messages as rm
 from fedfraud.errors import ConfigError, PayloadError
+from secure_agg import secaggplus_hardening as hardening
 from secure_agg.base import (
     Aggregate,
     Exchange,
@@ -55,9 +57,12 @@ from secure_agg.base import (
     register,
     unflatten,
 )
+from secure_agg.masking import load_identity
+from secure_agg.roster import BankIdentity, Roster
 from secure_agg.secaggplus_workflow import Protocol, run_exchange
 
 log = logging.getLogger("fedfraud.secaggplus")
+hardening.install_prg()  # 256-bit-seeded masks on both sides (see secaggplus_hardening.py)
 NAME = "secagg+"
 MAX_MODULUS = 2**32  # Flower documents modulus_range up to 2^32
 MAX_QUANTIZATION = 2**30  # Flower rounds through int32
@@ -383,7 +388,15 @@ def client_mod(routes: Mapping[str, Handler] | None = None) -> Callable[..., Mes
             return _masking_input(reply, scale, clip, step, int(envelope[_DIGITS]))
 
         try:
-            return secaggplus_mod(msg, context, answer)
+            identity = _bank_identity(context.node_config)
+            if stage == Stage.UNMASK:
+                hardening.check_unmask(msg, context)
+            if stage == Stage.SHARE_KEYS and identity is not None:
+                hardening.check_key_signatures(msg, *identity)
+            reply = secaggplus_mod(msg, context, answer)
+            if stage == Stage.SETUP and identity is not None:
+                hardening.sign_setup_reply(reply, msg, identity[0])
+            return reply
         except _Refused as refused:
             return Message(refused.error, reply_to=msg)
         except Exception as exc:  # a protocol step failed here: say which, as a bank error
@@ -391,6 +404,19 @@ def client_mod(routes: Mapping[str, Handler] | None = None) -> Callable[..., Mes
             return Message(Error(code=rm.BANK_ERROR_CODE, reason=reason), reply_to=msg)
 
     return mod
+
+
+@lru_cache(maxsize=8)
+def _identity_files(ident: str, roster: str) -> tuple[BankIdentity, Roster] | None:
+    return load_identity({"identity-path": ident, "roster-path": roster})
+
+
+def _bank_identity(node_config: Mapping[str, Any]) -> tuple[BankIdentity, Roster] | None:
+    """The bank's roster identity from node-config identity-path/roster-path (None: unsigned)."""
+    ident, roster = node_config.get("identity-path", ""), node_config.get("roster-path", "")
+    if not ident and not roster:
+        return None
+    return _identity_files(str(ident), str(roster))
 
 
 def _masking_input(reply: Message, scale: float, clip: float, step: float, tail: int) -> Message:
