@@ -52,7 +52,7 @@ def server(committee_dir: Path):
 
 
 def _backends(directory: Path, **extra):
-    options = {"crypten-parties-dir": str(directory), **extra}
+    options = {"crypten-parties-dir": str(directory), "crypten-simulation": True, **extra}
     return secure_agg.get("crypten", "client", options), secure_agg.get(
         "crypten", "server", options
     )
