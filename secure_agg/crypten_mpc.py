@@ -379,14 +379,14 @@ def provision(directory: Path, num_banks: int) -> dict[str, Any]:
 def _factory(role: Role, options: Mapping[str, Any]) -> CryptenAggregator:
     settings = CryptenSettings.from_options(options)
     committee = load_committee(settings.parties_dir)
-    if role == "server":
-        check_operator_keys(committee, simulation=settings.simulation)
     if settings.parties is not None and committee.size != settings.parties:
         raise ConfigError(
             f"{settings.parties_dir}/parties.json lists {committee.size} parties but "
             f"crypten-parties={settings.parties}; set crypten-parties={committee.size} or "
             "provision a new committee"
         )
+    if role == "server":
+        check_operator_keys(committee, simulation=settings.simulation)
     if role == "server" and not crypten_installed():
         raise ConfigError(f"the operator runs the CrypTen committee; install it: {INSTALL_HINT}")
     identity = load_identity(options) if role == "client" else None
