@@ -406,7 +406,8 @@ def markdown(out: dict[str, Any]) -> str:
             "",
             "## Hardened backends (issue 14), same updates per model size",
             "",
-            "| model size | variant | protocol s (10 banks, serial) | × plaintext | bytes / fp32 "
+            f"| model size | variant | protocol s ({s['banks']} banks, serial) | × plaintext "
+            "| bytes / fp32 "
             "| max abs error vs exact mean |",
             "|---|---|---|---|---|---|",
         ]
