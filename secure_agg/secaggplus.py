@@ -27,7 +27,6 @@ import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ from flwr.common import (
     ndarrays_to_parameters,
     serde,
 )
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common import recorddict_compat as compat
 
 from fedfraud import round_messages as rm
@@ -57,8 +56,6 @@ from secure_agg.base import (
     register,
     unflatten,
 )
-from secure_agg.masking import load_identity
-from secure_agg.roster import BankIdentity, Roster
 from secure_agg.secaggplus_workflow import Protocol, run_exchange
 
 log = logging.getLogger("fedfraud.secaggplus")
@@ -388,14 +385,9 @@ def client_mod(routes: Mapping[str, Handler] | None = None) -> Callable[..., Mes
             return _masking_input(reply, scale, clip, step, int(envelope[_DIGITS]))
 
         try:
-            identity = _bank_identity(context.node_config)
-            if stage == Stage.UNMASK:
-                hardening.check_unmask(msg, context)
-            if stage == Stage.SHARE_KEYS and identity is not None:
-                hardening.check_key_signatures(msg, *identity)
+            identity = hardening.before_stage(str(stage), msg, context)
             reply = secaggplus_mod(msg, context, answer)
-            if stage == Stage.SETUP and identity is not None:
-                hardening.sign_setup_reply(reply, msg, identity[0])
+            hardening.after_stage(str(stage), reply, msg, identity)
             return reply
         except _Refused as refused:
             return Message(refused.error, reply_to=msg)
@@ -404,19 +396,6 @@ def client_mod(routes: Mapping[str, Handler] | None = None) -> Callable[..., Mes
             return Message(Error(code=rm.BANK_ERROR_CODE, reason=reason), reply_to=msg)
 
     return mod
-
-
-@lru_cache(maxsize=8)
-def _identity_files(ident: str, roster: str) -> tuple[BankIdentity, Roster] | None:
-    return load_identity({"identity-path": ident, "roster-path": roster})
-
-
-def _bank_identity(node_config: Mapping[str, Any]) -> tuple[BankIdentity, Roster] | None:
-    """The bank's roster identity from node-config identity-path/roster-path (None: unsigned)."""
-    ident, roster = node_config.get("identity-path", ""), node_config.get("roster-path", "")
-    if not ident and not roster:
-        return None
-    return _identity_files(str(ident), str(roster))
 
 
 def _masking_input(reply: Message, scale: float, clip: float, step: float, tail: int) -> Message:

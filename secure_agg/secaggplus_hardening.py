@@ -23,6 +23,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
 
 import flwr
 import numpy as np
@@ -34,9 +37,10 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
     RECORD_KEY_CONFIGS,
     RECORD_KEY_STATE,
     Key,
+    Stage,
 )
 
-from secure_agg.masking import MIN_PARTICIPANTS, prg_words
+from secure_agg.masking import MIN_PARTICIPANTS, load_identity, prg_words
 from secure_agg.roster import BankIdentity, Roster, statement
 
 # The modules themselves: their packages re-export functions under the same names.
@@ -181,8 +185,35 @@ def check_key_signatures(msg: Message, identity: BankIdentity, roster: Roster) -
         )
 
 
-def stage_of(msg: Message) -> str:
-    return str(msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE, ""))
+@lru_cache(maxsize=8)
+def _identity_files(ident: str, roster: str) -> tuple[BankIdentity, Roster] | None:
+    return load_identity({"identity-path": ident, "roster-path": roster})
+
+
+def bank_identity(node_config: Mapping[str, Any]) -> tuple[BankIdentity, Roster] | None:
+    """The bank's roster identity from node-config identity-path/roster-path (None: unsigned)."""
+    ident, roster = node_config.get("identity-path", ""), node_config.get("roster-path", "")
+    if not ident and not roster:
+        return None
+    return _identity_files(str(ident), str(roster))
+
+
+def before_stage(stage: str, msg: Message, context: Context) -> tuple[BankIdentity, Roster] | None:
+    """The bank's checks before Flower's mod answers `msg` (ValueError to refuse)."""
+    identity = bank_identity(context.node_config)
+    if stage == Stage.UNMASK:
+        check_unmask(msg, context)
+    if stage == Stage.SHARE_KEYS and identity is not None:
+        check_key_signatures(msg, *identity)
+    return identity
+
+
+def after_stage(
+    stage: str, reply: Message, msg: Message, identity: tuple[BankIdentity, Roster] | None
+) -> None:
+    """Sign this bank's public keys in its setup reply (when it has a roster identity)."""
+    if stage == Stage.SETUP and identity is not None:
+        sign_setup_reply(reply, msg, identity[0])
 
 
 # -- operator side --------------------------------------------------------------------------
