@@ -164,3 +164,39 @@ def test_operator_signature_over_an_edited_entry_fails(tmp_path):
     rows[1] = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
     path.write_text("".join(rows))
     assert bad_entry(path, signed=True) == 2
+
+
+def test_round_entries_need_every_participants_roster_signature(tmp_path):
+    import base64
+
+    from secure_agg.roster import IDENTITY_FILE, BankIdentity, Roster, init_roster, statement
+
+    banks = ["bank-00", "bank-01", "bank-02"]
+    roster = init_roster(banks, tmp_path / "roster")
+    ids = {b: BankIdentity.load(tmp_path / "roster" / b / IDENTITY_FILE) for b in banks}
+
+    def contribution(bank: str, digest: str) -> dict[str, str]:
+        msg = statement(run="r1", round=1, stage="train", digest=digest, participants=banks)
+        return {"digest": digest, "signature": base64.b64encode(ids[bank].sign(msg)).decode()}
+
+    def write(path: Path, contributions: dict, participants=banks) -> Path:
+        log = AuditLog(path, OperatorSigner.load_or_create(tmp_path / "op.pem"))
+        log.append("start", run="r1")
+        log.append(
+            "round",
+            round=1,
+            banks=banks,
+            participants=participants,
+            contributions=contributions,
+        )
+        log.append("finish")
+        return path
+
+    checks = (Roster.load(tmp_path / "roster" / "roster.json").verify, statement)
+    good = {b: contribution(b, f"{i:064x}") for i, b in enumerate(banks)}
+    assert verify(write(tmp_path / "ok.jsonl", good), signed=True, banks=checks).entries == 3
+    dropped = {b: good[b] for b in banks[:2]}
+    assert bad_entry(write(tmp_path / "drop.jsonl", dropped), banks=checks) == 2
+    forged = {**good, "bank-02": {**good["bank-02"], "digest": "ff" * 32}}
+    assert bad_entry(write(tmp_path / "forged.jsonl", forged), banks=checks) == 2
+    assert roster.banks == tuple(banks)
