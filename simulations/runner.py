@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from fedfraud.data.scaling import Scaler, local_moments, moment_weight
 from fedfraud.data.schema import has_accounts, require_fraud
 from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
+from fedfraud.io import atomic_write_text
 from fedfraud.metrics import json_safe, score_metrics, typology_recall
 from fedfraud.rings import bank_rings
 from fedfraud.run_model import save_run_model
@@ -29,6 +31,47 @@ from secure_agg import Payload, available, get, provision, validate
 
 log = logging.getLogger("fedfraud.simulate")
 Progress = Callable[[str, dict[str, Any]], None]  # (event, details)
+
+
+# Rough peak memory per simulated transaction (frames, features, graph, baselines' copies),
+# used only to refuse sizes no run on this machine could finish.
+BYTES_PER_TRANSACTION = 2_000
+
+
+def machine_cpus() -> int:
+    """CPUs the simulation engine (Ray) will see; cgroup limits included where Ray knows them."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return int(get_num_cpus())
+    except Exception:  # ray moved its helper: the OS's view is the next best
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+
+
+def check_resources(config: RunConfig) -> None:
+    """Refuse, before anything is written, what this machine cannot run: Ray would otherwise
+    wait forever for a CPU share that never frees up ("ActorPool is empty")."""
+    cpus = machine_cpus()
+    if config.client_cpus > cpus:
+        raise ConfigError(
+            f"client-cpus {config.client_cpus:g} is more than this machine's {cpus} CPU(s); "
+            f"use at most {cpus} (e.g. --client-cpus 1, or 0.5 for two banks per core)"
+        )
+    if config.data_format == "synthetic" and not config.data_dir:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return
+        if config.transactions * BYTES_PER_TRANSACTION > memory:
+            most = memory // BYTES_PER_TRANSACTION
+            raise ConfigError(
+                f"{config.transactions:,} transactions need more memory than this machine's "
+                f"{memory / 2**30:.0f} GiB; use --transactions {most:,} or fewer"
+            )
 
 
 def prepare_data(config: RunConfig, run_dir: Path) -> Path:
@@ -61,7 +104,7 @@ def prepare_data(config: RunConfig, run_dir: Path) -> Path:
 
 
 def load_banks(
-    config: RunConfig, data_dir: Path
+    config: RunConfig, data_dir: Path, progress: Progress | None = None
 ) -> tuple[dict[str, pd.DataFrame], dict[str, BankTable]]:
     """Read and check every bank up front, so bad data fails here with a clear message
     instead of inside a simulated node."""
@@ -81,6 +124,15 @@ def load_banks(
             )
         table = build_bank_table(frame, name, with_graph=config.model == "gnn")
         require_fraud(table.y[table.mask(TRAIN)], f"{data_dir / name}")
+        if progress and table.y[table.mask(TEST)].sum() == 0:
+            progress(
+                "warning",
+                {
+                    "message": f"{name} has no fraud in its test split (its newest 20% of rows):"
+                    " its recall and PR-AUC show as '–' and it adds no fraud to the pooled "
+                    "figures; give it more data or use fewer banks"
+                },
+            )
         frames[name], tables[name] = frame, table
     return frames, tables
 
@@ -172,12 +224,13 @@ def simulate(
         )
     options = dict(options or {})
     validate(config.secure_agg, {**config.to_run_config(), **options})
+    check_resources(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     data_dir = prepare_data(config, out_dir)
     config = config.replace(data_dir=str(data_dir.resolve()), out_dir=str(out_dir.resolve()))
-    frames, tables = load_banks(config, data_dir)
+    frames, tables = load_banks(config, data_dir, progress)
     if progress:
         progress("data", {"banks": {n: len(f) for n, f in frames.items()}})
     with tempfile.TemporaryDirectory(prefix="fedfraud-keys-") as keys_dir:
@@ -200,7 +253,7 @@ def simulate(
         else {"banks": list(frames)}
     )
     results = json_safe(results)
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    atomic_write_text(out_dir / RESULTS_FILE, json.dumps(results, indent=2))
     from simulations.report import write_report
 
     write_report(results, out_dir)

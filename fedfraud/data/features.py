@@ -15,6 +15,7 @@ from fedfraud.data.schema import (
     CHANNELS,
     LABEL,
     MCC_BUCKETS,
+    TX_ID,
     TYPOLOGY,
     extra_feature_columns,
     has_accounts,
@@ -39,6 +40,7 @@ class BankTable:
     dst: np.ndarray | None  # (n,) int64 local receiver node index
     node_x: np.ndarray | None  # (num_nodes, k) float32 account features
     node_feature_names: tuple[str, ...] = ()
+    tx_id: np.ndarray | None = None  # (n,) the bank's transaction ids, row-aligned (not a feature)
 
     def mask(self, split: int) -> np.ndarray:
         """Boolean mask of the rows in `split`."""
@@ -112,6 +114,7 @@ def build_bank_table(
         dst=dst,
         node_x=node_x,
         node_feature_names=node_names,
+        tx_id=df[TX_ID].to_numpy() if TX_ID in df.columns else None,
     )
 
 

@@ -31,13 +31,20 @@ from fedfraud.data.schema import (
     MCC_BUCKETS,
     OPTIONAL_DEFAULTS,
     REQUIRED_COLUMNS,
+    TX_ID,
     TYPOLOGY,
     validate_transactions,
 )
 from fedfraud.errors import DataError
 
 FORMATS: tuple[str, ...] = ("auto", "csv", "parquet", "paysim", "ulb")
-CANONICAL: tuple[str, ...] = (*REQUIRED_COLUMNS, *ACCOUNT_COLUMNS, *OPTIONAL_DEFAULTS, TYPOLOGY)
+CANONICAL: tuple[str, ...] = (
+    TX_ID,
+    *REQUIRED_COLUMNS,
+    *ACCOUNT_COLUMNS,
+    *OPTIONAL_DEFAULTS,
+    TYPOLOGY,
+)
 
 PAYSIM_COLUMNS = ("step", "type", "amount", "nameOrig", "nameDest", "isFraud")
 PAYSIM_BALANCES = ("oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest")
@@ -86,6 +93,8 @@ def load_table(
     their columns unless a `mapping` is given. `mapping` ({canonical_name: source_column}, a dict
     or a JSON/TOML file) overrides or extends what the names or an explicit preset give. The
     resolved format ("paysim", "ulb", "csv" or "parquet") is left in `df.attrs["format"]`.
+    A `tx_id` column is kept (unique, non-empty); a file without one gets its row numbers
+    (1 = first data row), so alerts can always be traced back to the source.
     """
     path = Path(path)
     if fmt not in FORMATS:
@@ -103,6 +112,8 @@ def load_table(
         raise DataError(f"{path}: the file has a header but no rows; point to a file with data.")
     seconds = preset == "ulb" and plan.get("timestamp") == "Time"
     df = _to_canonical(raw, plan, path, timestamp_scale=1 / 3600 if seconds else 1.0)
+    if TX_ID not in df.columns:  # a file without ids: its row numbers are the ids alerts name
+        df.insert(0, TX_ID, np.arange(1, len(df) + 1, dtype=np.int64))
     df = df.sort_values("timestamp", kind="stable").reset_index(drop=True)
     df = validate_transactions(df, source=str(path))
     df = df[sorted(df.columns, key=_column_order)]
@@ -321,6 +332,9 @@ def _identity_plan(columns: list[str]) -> dict[str, str]:
             plan[name] = name
         elif len(lowered.get(name, [])) == 1:
             plan[name] = lowered[name][0]
+    for alias in ("transaction_id", "txn_id", "id"):  # common names for the bank's own id
+        if TX_ID not in plan and len(lowered.get(alias, [])) == 1:
+            plan[TX_ID] = lowered[alias][0]
     for column in columns:
         if column.startswith(EXTRA_PREFIX):
             plan.setdefault(extra_name(column[len(EXTRA_PREFIX) :]), column)
@@ -375,6 +389,8 @@ def _to_canonical(
             out[target] = _categories(values, MCC_BUCKETS, _MCC_SYNONYMS, "unknown", _ISO_LOOKUP)
         elif target in ACCOUNT_COLUMNS:
             out[target] = _accounts(values, where)
+        elif target == TX_ID:
+            out[target] = _ids(values)
         elif target == TYPOLOGY:
             out[target] = values.fillna("unknown").astype(str)
         else:
@@ -491,6 +507,14 @@ _ISO_LOOKUP: dict[int, int] = {
     **{c: MCC_BUCKETS.index("travel") for c in range(3000, 4000)},
     **{c: MCC_BUCKETS.index(b) for b, codes in _ISO_MCC.items() for c in codes},
 }
+
+
+def _ids(values: pd.Series) -> pd.Series:
+    """Transaction ids keep their type; whole floats (a CSV column with gaps) become ints.
+    Empty and duplicated ids are rejected by validate_transactions."""
+    if pd.api.types.is_float_dtype(values) and (values.dropna() == np.floor(values.dropna())).all():
+        return values.astype("Int64") if values.isna().any() else values.astype(np.int64)
+    return values
 
 
 def _accounts(values: pd.Series, where: str) -> pd.Series:
