@@ -841,14 +841,16 @@ def _plain_notices() -> None:
     """fedfraud's own warnings (e.g. the audit-log notice) as clean one-line notes on stderr,
     not raw `WARNING:fedfraud.server:...` records through whatever root handler is set."""
     logger = logging.getLogger("fedfraud")
-    if any(getattr(h, "_fedfraud_cli", False) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("note: %(message)s"))
-    handler.setLevel(logging.WARNING)
-    handler._fedfraud_cli = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
+    if not any(isinstance(h, _NoticeHandler) for h in logger.handlers):
+        logger.addHandler(_NoticeHandler(logging.WARNING))
     logger.propagate = False
+
+
+class _NoticeHandler(logging.Handler):
+    """`note: MESSAGE` on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"note: {record.getMessage()}\n")
 
 
 def main() -> None:

@@ -3,9 +3,9 @@
 Every user mistake becomes a one-line `DataError` naming the file or column and the fix; no
 pandas/pyarrow traceback reaches the user. Categorical values are mapped as follows:
 
-- channel: numeric codes 0..4 index `schema.CHANNELS`; strings match a channel name or a common
-  synonym (e.g. "online" -> card_not_present, "atm" -> cash, PaySim's types); anything else,
-  including empty cells and out-of-range codes, becomes "other".
+- channel: numeric codes 0..4 index `schema.CHANNELS` (another number, e.g. 99, is an error
+  naming that range); strings match a channel name or a common synonym (e.g. "online" ->
+  card_not_present, "atm" -> cash, PaySim's types); other strings and empty cells become "other".
 - mcc: numeric codes 0..9 index `schema.MCC_BUCKETS`; 4-digit ISO 18245 merchant category codes
   are bucketed (5411 -> grocery, 7995 -> gambling, ...); strings match a bucket name or synonym;
   anything else, including empty cells, becomes "unknown".
@@ -33,6 +33,7 @@ from fedfraud.data.schema import (
     REQUIRED_COLUMNS,
     TX_ID,
     TYPOLOGY,
+    range_error,
     validate_transactions,
 )
 from fedfraud.errors import DataError
@@ -385,6 +386,7 @@ def _to_canonical(
             out[target] = _hours(values, where) * timestamp_scale
         elif target == "channel":
             out[target] = _categories(values, CHANNELS, _CHANNEL_SYNONYMS, "other", {})
+            _check_channel_codes(values, where)
         elif target == "mcc":
             out[target] = _categories(values, MCC_BUCKETS, _MCC_SYNONYMS, "unknown", _ISO_LOOKUP)
         elif target in ACCOUNT_COLUMNS:
@@ -501,6 +503,17 @@ def _categories(
     uniques = pd.unique(values)
     codes = {u: code(u) for u in uniques if not (isinstance(u, float) and np.isnan(u))}
     return values.map(codes).fillna(fallback).astype(np.int64)
+
+
+def _check_channel_codes(values: pd.Series, where: str) -> None:
+    """A numeric channel outside 0..4 is a code from another scheme, not "other": refuse it."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.notna() & ~numeric.isin(range(len(CHANNELS)))
+    if bad.any():
+        raise DataError(
+            f"{where}: {range_error('channel', _plain(numeric[bad].iloc[0]))} (or map channel "
+            "names such as card_present, online, atm)."
+        )
 
 
 _ISO_LOOKUP: dict[int, int] = {
