@@ -159,17 +159,17 @@ def validate_transactions(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
-def check_tx_ids(ids: pd.Series, source: str) -> None:
+def check_tx_ids(ids: pd.Series, source: str, column: str = TX_ID) -> None:
     """Transaction ids must be present and unique: alerts, scores and rings name them."""
     if ids.isna().any():
         raise DataError(
-            f"{source}: column '{TX_ID}' has {int(ids.isna().sum())} empty ids; every "
+            f"{source}: column '{column}' has {int(ids.isna().sum())} empty ids; every "
             "transaction needs its own id (or drop the column to number rows instead)."
         )
     dup = ids.duplicated(keep=False)
     if dup.any():
         raise DataError(
-            f"{source}: column '{TX_ID}' has {int(dup.sum())} rows sharing an id (e.g. "
+            f"{source}: column '{column}' has {int(dup.sum())} rows sharing an id (e.g. "
             f"{_plain(ids[dup].iloc[0])!r}); every transaction needs its own id."
         )
 
