@@ -412,6 +412,11 @@ def _track_runs(runs: list[Path], uri: str, experiment: str) -> None:
     from fedfraud.tracking import log_run
 
     for run in runs:
+        if not (run / "results.json").is_file():
+            raise FedfraudError(
+                f"{run / 'results.json'} not found; pass folders written by `fedfraud simulate`"
+            )
+    for run in runs:
         with console.status(f"logging {run} to MLflow at {uri}"):
             try:
                 run_id = log_run(run, uri, experiment)

@@ -93,6 +93,7 @@ class RunConfig:
         _check(self.privacy_budget >= 0, "privacy-budget must be >= 0 (0: no budget)")
         _check(self.min_banks >= 1, "min-banks must be at least 1")
         _check(self.round_timeout > 0, "round-timeout must be positive")
+        _check(self.seed >= 0, f"seed must be 0 or more, got {self.seed}")
         _check(
             self.min_banks <= self.num_banks,
             f"{_plural(self.num_banks, 'bank')} is too few: every round needs at least "

@@ -10,6 +10,7 @@ they are replaced (checkpoints, ledgers, keys, rosters, run models).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterable
@@ -141,9 +142,10 @@ def _check_writable(folder: Path, flag: str, target: Path | None = None) -> None
     try:
         fd, probe = tempfile.mkstemp(prefix=".fedfraud-write-check-", dir=folder)
     except OSError as exc:
+        # /proc answers ENOENT to a new file: "No such file" would only confuse there.
+        why = "" if exc.errno == errno.ENOENT else f" ({exc.strerror or exc})"
         raise OutputError(
-            f"{flag} {shown}: {folder} is not writable ({exc.strerror or exc}); pick a "
-            "writable place"
+            f"{flag} {shown}: {folder} is not writable{why}; pick a writable place"
         ) from exc
     os.close(fd)
     os.unlink(probe)

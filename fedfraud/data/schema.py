@@ -68,6 +68,8 @@ def range_error(column: str, value: object) -> str:
     low, high = RANGES[column]
     whole = column in ("channel", "mcc")
     shown = f"{int(low)}..{int(high)} (whole numbers)" if whole else f"{low:g}..{high:g}"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)  # 99, not 99.0
     return f"'{column}' must be in {shown}, got {value!r}; {RANGE_HINTS[column]}"
 
 
