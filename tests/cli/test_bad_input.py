@@ -4,6 +4,7 @@ no traceback, and whatever was already on disk byte-identical afterwards."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -374,3 +375,29 @@ def test_library_notices_print_as_clean_lines(capsys):
 def test_manifest_counts_test_fraud_per_bank(small_consortium):
     manifest = json.loads((small_consortium / "manifest.json").read_text())
     assert all(isinstance(b["test_fraud"], int) for b in manifest["banks"])
+
+
+def test_certs_init_failure_shows_the_real_error_and_leaves_no_half_made_ca(
+    capsys, tmp_path, monkeypatch
+):
+    # An openssl that writes its output file, then fails: what a broken openssl or a full disk
+    # does half-way through the CA.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "openssl").write_text(
+        "#!/bin/sh\n"
+        'while [ $# -gt 0 ]; do [ "$1" = -out ] && echo partial > "$2"; shift; done\n'
+        "echo 'error: simulated openssl failure' >&2\nexit 1\n"
+    )
+    (fake / "openssl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    out = tmp_path / "certs"
+    result = run_cli(capsys, "certs", "init", "--out", str(out))
+    assert_one_line_error(result, "certs init failed: simulated openssl failure")
+    assert not out.exists()
+    # An existing folder keeps what it had and loses what the failed run made.
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    before = snapshot(out)
+    assert_one_line_error(run_cli(capsys, "certs", "init", "--out", str(out)), "simulated")
+    assert snapshot(out) == before
