@@ -15,6 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedfraud.cli_checks import (
+    check_backend_options,
+    check_cert_args,
+    drop_stale_synthetic_data,
+    listen,
+)
 from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError
 from fedfraud.io import atomic_write, atomic_write_text, check_out_file, prepare_out_dir
@@ -177,7 +183,7 @@ def certs_init(
     script = Path(__file__).resolve().parents[1] / "certs" / "generate.sh"
     if not script.is_file():
         raise FedfraudError(f"{script} not found; run this from a fedfraud source checkout")
-    _check_cert_args(san, days, banks, bank or [])
+    check_cert_args(san, days, banks, bank or [])
     prepare_out_dir(out, force=True, create=False)  # existing credentials are kept, not replaced
     cmd = ["bash", str(script), "--out", str(out), "--san", san, "--days", str(days)]
     if bank:
@@ -204,45 +210,6 @@ def certs_init(
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     reason = lines[-1].removeprefix("error: ") if lines else f"exit {done.returncode}"
     raise FedfraudError(f"certs init failed: {reason} (nothing new was kept in {out})")
-
-
-def _check_cert_args(san: str, days: int, banks: int | None, bank_ids: list[str]) -> None:
-    """Refuse bad certificate settings before openssl runs (its errors name no option)."""
-    import ipaddress
-    import re
-
-    if days < 1 or days > 3650:
-        raise FedfraudError(
-            f"--days must be 1..3650 (the server certificate's validity), got {days}"
-        )
-    if banks is not None and banks < 0:
-        raise FedfraudError(f"--banks must be 0 or more, got {banks}")
-    for bank_id in bank_ids:
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", bank_id):
-            raise FedfraudError(
-                f"--bank {bank_id!r}: a bank id may only hold letters, digits, '.', '_' and '-'"
-            )
-    entries = [e.strip() for e in san.split(",")]
-    for entry in entries:
-        kind, sep, value = entry.partition(":")
-        kind = kind.strip().upper()
-        ok = bool(sep and value.strip())
-        if ok and kind == "IP":
-            try:
-                ipaddress.ip_address(value.strip())
-            except ValueError:
-                ok = False
-        elif ok and kind == "DNS":
-            ok = bool(
-                re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", value.strip())
-            )
-        elif ok:
-            ok = kind in ("EMAIL", "URI")
-        if not ok:
-            raise FedfraudError(
-                f"--san {san!r}: entry {entry!r} is not TYPE:VALUE; write e.g. "
-                "--san DNS:localhost,IP:127.0.0.1 (types DNS, IP, email, URI)"
-            )
 
 
 @audit_app.command("verify")
@@ -336,13 +303,13 @@ def simulate(
     cfg = RunConfig.from_toml(config, overrides) if config else RunConfig.from_mapping(overrides)
     if cfg.data_format in ("csv", "parquet", "paysim", "ulb") and cfg.data_path:
         cfg = cfg.replace(data_format=cfg.data_format)
-    _check_backend_options(cfg.secure_agg, options)
+    check_backend_options(cfg.secure_agg, options)
     from simulations.runner import check_resources
 
     check_resources(cfg)
     prepare_out_dir(out, force=force, create=False)
     if force:
-        _drop_stale_synthetic_data(out, cfg)
+        drop_stale_synthetic_data(out, cfg)
     if mlflow_uri is not None:  # a typo'd scheme or missing mlflow fails now, not after the run
         from fedfraud.tracking import client
 
@@ -379,7 +346,7 @@ def simulate(
                 console.print(
                     f"  round {info['round']:>3}/{cfg.num_rounds}  PR-AUC "
                     f"{_num(info['metrics'].get('pr_auc'))}  {info['wall_s']:.1f}s  "
-                    f"{info['num_results']} banks ok, {info['num_failures']} failed"
+                    f"{_count(info['num_results'], 'bank')} ok, {info['num_failures']} failed"
                 )
                 if console.is_terminal:  # a log already has the round's line
                     status.update(f"federating: round {info['round']}/{cfg.num_rounds} done")
@@ -618,7 +585,7 @@ def serve(
             jwks=auth_jwks,
             public_key=auth_public_key,
         )
-    sock = _listen(host, port)  # before "serving at": a busy port is an error, not a crash later
+    sock = listen(host, port)  # before "serving at": a busy port is an error, not a crash later
     import torch
     import uvicorn
 
@@ -649,33 +616,6 @@ def serve(
     )
     server = uvicorn.Server(uvicorn.Config(create_app(scorer, auth=verifier), log_level="warning"))
     server.run(sockets=[sock])
-
-
-def _listen(host: str, port: int) -> Any:
-    """A bound, listening TCP socket, or a FedfraudError naming the fix."""
-    import socket
-
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as exc:
-        raise FedfraudError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        import errno
-
-        if exc.errno == errno.EADDRINUSE:
-            raise FedfraudError(
-                f"port {port} on {host} is already in use; stop what listens there or pass "
-                "another --port"
-            ) from None
-        raise FedfraudError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    sock.set_inheritable(True)
-    return sock
 
 
 @app.command()
@@ -715,59 +655,6 @@ def explain(
         )
     console.print(table)
     console.print(f"wrote {json_path} and {png_path}")
-
-
-# Options a user may set per backend (the rest of a backend's keys are provisioned by the run).
-BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "ckks": ("ckks-poly-modulus", "ckks-coeff-mod-bits", "ckks-scale-bits", "ckks-num-params"),
-    "secagg+": (
-        "secagg-num-shares",
-        "secagg-reconstruction-threshold",
-        "secagg-clipping-range",
-        "secagg-stats-clipping-range",
-        "secagg-quantization-range",
-        "secagg-modulus-range",
-        "secagg-exact",
-        "secagg-max-weight",
-    ),
-    "crypten": ("crypten-parties", "crypten-precision", "crypten-timeout", "crypten-min-banks"),
-}
-
-
-def _check_backend_options(backend: str, options: dict[str, str]) -> None:
-    """An option the chosen backend does not read would be ignored silently: refuse it."""
-    known = BACKEND_OPTIONS.get(backend)
-    if known is None:  # an unknown backend: the runner names the choices
-        return
-    for key in options:
-        if key not in known:
-            accepted = ", ".join(known) if known else "none"
-            raise FedfraudError(
-                f"--secure-agg-option {key}: not an option of secure-agg {backend} "
-                f"(its options: {accepted})"
-            )
-
-
-def _drop_stale_synthetic_data(out: Path, cfg: RunConfig) -> None:
-    """--force over a run whose generated data has other settings: generate it afresh, so
-    the new run does not read the old consortium."""
-    import shutil
-
-    manifest = out / "data" / "manifest.json"
-    if cfg.data_format != "synthetic" or cfg.data_dir or not manifest.is_file():
-        return
-    try:
-        meta = json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError):
-        meta = {}
-    same = (meta.get("num_banks"), meta.get("transactions"), meta.get("seed")) == (
-        cfg.num_banks,
-        cfg.transactions,
-        cfg.seed,
-    )
-    if meta.get("generator") == "fedfraud.synth" and not same:
-        shutil.rmtree(out / "data")
 
 
 class _Status:
