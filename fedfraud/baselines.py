@@ -17,16 +17,16 @@ import pandas as pd
 
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, BankTable, build_bank_table, temporal_split
-from fedfraud.data.scaling import Scaler, local_moments
+from fedfraud.data.scaling import Scaler, stats_update
 from fedfraud.metrics import score_metrics, typology_recall, weighted_mean
 from fedfraud.train import build_model, make_inputs, predict, train_local
 
 
 def train_and_score(config: RunConfig, table: BankTable) -> dict:
     """Train from the shared initial model for the run's total epochs; score the test split."""
-    scaler = Scaler.from_moments(local_moments(table))
+    scaler = Scaler.from_moments(stats_update(table))
     inputs = make_inputs(config.model, table, scaler)
-    model = build_model(config, table)
+    model = build_model(config, table, scaler.fraud_rate)
     train_local(
         model, inputs, config, epochs=config.num_rounds * config.local_epochs, seed=config.seed
     )
