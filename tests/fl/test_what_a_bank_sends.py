@@ -56,15 +56,19 @@ def send(handler, banks, bank: str, config: RunConfig, options, kind: str, extra
     return reply
 
 
+def backend_options(backend: str, tmp_path) -> tuple[dict, dict]:
+    """Bank and operator options for `backend` (CKKS: fresh keys under tmp_path)."""
+    if backend != "ckks":
+        return {}, {}
+    from secure_agg.keys import init_keys
+
+    paths = init_keys(tmp_path / "keys")
+    return {"ckks-secret-context": str(paths.secret)}, {"ckks-public-context": str(paths.public)}
+
+
 def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy, Message]:
     """Run the stats stage for three banks and one train call for BANK; return what BANK sent."""
-    bank_options, server_options = {}, {}
-    if backend == "ckks":
-        from secure_agg.keys import init_keys
-
-        paths = init_keys(tmp_path / "keys")
-        bank_options = {"ckks-secret-context": str(paths.secret)}
-        server_options = {"ckks-public-context": str(paths.public)}
+    bank_options, server_options = backend_options(backend, tmp_path)
     config = RunConfig(num_banks=3, num_rounds=1, secure_agg=backend, seed=3)
     stats = {}
     for bank in ("bank-00", "bank-01", "bank-02"):
@@ -150,13 +154,7 @@ def test_control_plaintext_bank_visibly_sends_its_update(small_consortium, tmp_p
 def evaluate_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Message, dict]:
     """Stats + one train round for three banks, then BANK's evaluate reply for the global
     model; returns what BANK sent, the reply, and the counts / own metrics it computed."""
-    bank_options, server_options = {}, {}
-    if backend == "ckks":
-        from secure_agg.keys import init_keys
-
-        paths = init_keys(tmp_path / "keys")
-        bank_options = {"ckks-secret-context": str(paths.secret)}
-        server_options = {"ckks-public-context": str(paths.public)}
+    bank_options, server_options = backend_options(backend, tmp_path)
     config = RunConfig(num_banks=3, num_rounds=1, secure_agg=backend, seed=3)
     server = get(backend, "server", server_options)
     names = ("bank-00", "bank-01", "bank-02")
