@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedfraud.cli_roster import register as register_roster_commands
 from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError
 
@@ -29,6 +30,7 @@ certs_app = typer.Typer(no_args_is_help=True, help="TLS certificates and SuperNo
 audit_app = typer.Typer(no_args_is_help=True, help="Check an operator's audit log.")
 app.add_typer(certs_app, name="certs")
 app.add_typer(audit_app, name="audit")
+register_roster_commands(app)  # fedfraud/cli_roster.py: roster init/new-bank/add/show, app-hash
 console = Console()
 err_console = Console(stderr=True)
 MLFLOW_URI_HELP = (
@@ -168,9 +170,20 @@ def audit_verify(
     head: Annotated[
         str | None, typer.Option(help="SHA-256 the last entry must have (kept out of band).")
     ] = None,
+    bank_heads: Annotated[
+        list[Path] | None,
+        typer.Option(help="A bank's audit-heads.jsonl (repeatable): every head it kept."),
+    ] = None,
+    roster: Annotated[
+        Path | None, typer.Option(help="Consortium roster.json: check the banks' signatures.")
+    ] = None,
+    allow_unfinished: Annotated[
+        bool, typer.Option("--allow-unfinished", help="Accept a run still in progress.")
+    ] = False,
 ) -> None:
-    """Verify the hash chain; exit 2 naming the first edited, dropped or reordered entry."""
-    from fedfraud.audit import Head, verify
+    """Verify the hash chain and the operator's signatures; exit 2 naming the first edited,
+    dropped or reordered entry, a cut-off end, or a head a bank kept that the log lost."""
+    from fedfraud.audit import Head, read_bank_heads, read_entries, verify
 
     anchors = []
     # The operator's checkpoint records the entry it follows: a log cut short fails on it.
@@ -179,10 +192,42 @@ def audit_verify(
         saved = json.loads(state.read_text()).get("audit") or {}
         if saved.get("entries"):
             anchors.append(Head(int(saved["entries"]), str(saved["sha256"])))
-    result = verify(file, head=head, anchors=anchors)
+    kept: list[Head] = []
+    keys: set[str] = set()
+    if bank_heads:
+        entries = read_entries(file)
+        run = str(entries[0].get("run", "")) if entries else ""
+        for path in bank_heads:
+            heads, seen = read_bank_heads(path, run)
+            kept += heads
+            keys |= seen
+        if len(keys) > 1:
+            raise FedfraudError("the banks saw more than one operator key for this run")
+    banks = None
+    if roster is not None:
+        # Lazy: the roster lives with the secure-aggregation keys (secure_agg/roster.py).
+        from secure_agg.roster import Roster, statement
+
+        banks = (Roster.load(roster).verify, statement)
+    result = verify(
+        file,
+        head=head,
+        anchors=anchors,
+        signed=True,
+        finished=not allow_unfinished,
+        bank_heads=kept,
+        operator_key=next(iter(keys)) if keys else None,
+        banks=banks,
+    )
+    checks = ["chain intact", "operator signatures valid"]
+    if anchors:
+        checks.append(f"checkpoint entry {anchors[0].entries} found")
+    if kept:
+        checks.append(f"all {len(kept)} heads the banks kept found")
+    if banks is not None:
+        checks.append("bank signatures valid")
     console.print(
-        f"[green]ok[/]: {result.entries} entries, chain intact; head sha256 {result.sha256}"
-        + (f" (matches {state})" if anchors else ""),
+        f"[green]ok[/]: {result.entries} entries, {', '.join(checks)}; head sha256 {result.sha256}",
         soft_wrap=True,
     )
 

@@ -49,7 +49,8 @@ class RunConfig:
     dp_grad_clip: float = 1.0  # per-example gradient bound of DP-SGD (record-level DP)
     dp_level: str = "auto"
     privacy_budget: float = 0.0  # per-bank ε budget across runs (0: none; node-config may tighten)
-    min_banks: int = 2
+    # Fewest banks in any aggregate; never below 3 (with two, each learns the other's update).
+    min_banks: int = 3
     # Early stopping: stop after this many rounds without a better pooled validation PR-AUC
     # (0: run every round). The best validation round's model is kept either way.
     patience: int = 3
@@ -70,7 +71,10 @@ class RunConfig:
     client_cpus: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.num_banks >= 1, "num-banks must be at least 1")
+        _check(
+            self.num_banks >= 3,
+            "num-banks must be at least 3: no aggregate may combine fewer than 3 banks",
+        )
         _check(self.num_rounds >= 1, "num-rounds must be at least 1")
         _check(self.model in MODELS, f"model must be one of {', '.join(MODELS)}")
         _check(self.gnn_conv in GNN_CONVS, f"gnn-conv must be one of {', '.join(GNN_CONVS)}")
@@ -89,7 +93,11 @@ class RunConfig:
             "(or auto) for the GNN (see docs/privacy.md)",
         )
         _check(self.privacy_budget >= 0, "privacy-budget must be >= 0 (0: no budget)")
-        _check(self.min_banks >= 1, "min-banks must be at least 1")
+        _check(
+            self.min_banks >= 3,
+            "min-banks must be at least 3: with two banks in an aggregate each learns the "
+            "other's exact update",
+        )
         _check(self.patience >= 0, "patience must be >= 0 (0 disables early stopping)")
         _check(self.round_timeout > 0, "round-timeout must be positive")
         _check(

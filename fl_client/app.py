@@ -1,6 +1,10 @@
 """Flower ClientApp run by each bank. Raw rows, plaintext updates and this bank's own metrics
 never leave this process: only payloads from the run's secure aggregator, timings and
-consortium-level pooled metrics (from aggregated score counts) are sent."""
+consortium-level pooled metrics (from aggregated score counts) are sent.
+
+Every message is first checked against the bank's own policy and roster (fl_client/guard.py):
+a weaker run-config, an unsigned or short aggregate, or other code than pinned is refused with
+a generic error code; why stays in this bank's log."""
 
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, VAL
 from fedfraud.data.scaling import local_moments, moment_weight
-from fedfraud.errors import BudgetExceededError, ConfigError, FedfraudError
+from fedfraud.errors import BudgetExceededError, ConfigError, FedfraudError, PayloadError
 from fedfraud.metrics import ScoreCounts, flat_metrics, json_safe, pooled_metrics
+from fedfraud.policy import PolicyRefusal
 from fedfraud.privacy import BankRound
 from fedfraud.run_model import save_run_model
 from fedfraud.train import (
@@ -31,15 +36,16 @@ from fedfraud.train import (
     train_local,
     weight_shapes,
 )
+from fl_client.audit_heads import keep_head
 from fl_client.bank import (
     BankNode,
     aggregator,
     load_table,
     model_inputs,
-    payload_digest,
     revealed_scaler,
 )
-from secure_agg import Payload, secaggplus
+from fl_client.guard import BankGuard, payload_sha256
+from secure_agg import StageContext, secaggplus
 
 log = logging.getLogger("fedfraud.client")
 app = ClientApp()
@@ -47,8 +53,12 @@ SPLITS = {"val": VAL, "test": TEST}
 BANK_METRICS_FILE = "bank_metrics.json"  # in node-config model-dir: this bank's own metrics
 
 
-def _handler(fn: Callable[[Message, Context, RunConfig, BankNode], RecordDict]):
-    """Common envelope: parse config, resolve the bank, turn user errors into error replies."""
+Handler = Callable[[Message, Context, RunConfig, BankNode, BankGuard], RecordDict]
+
+
+def _handler(fn: Handler):
+    """Common envelope: parse config, resolve the bank and its policy, refuse what the policy
+    does not allow, and turn every error into a reply with a code only (details in the log)."""
 
     def wrapped(msg: Message, context: Context) -> Message:
         # Two cores are shared by all simulated banks; one thread each avoids oversubscription.
@@ -56,74 +66,121 @@ def _handler(fn: Callable[[Message, Context, RunConfig, BankNode], RecordDict]):
         try:
             config = RunConfig.from_mapping(msg.content[rm.CONFIG])
             node = BankNode.from_configs(context.node_config, config)
-            content = fn(msg, context, config, node)
-            content[rm.BANK] = ConfigRecord({rm.BANK_ID: node.bank_id})
+            guard = BankGuard.for_node(context.node_config, _options(msg, context), node.bank_id)
+            guard.check_run(config)
+            if rm.AUDIT in msg.content:  # banks keep every audit head they are shown
+                run = str(msg.metadata.run_id)
+                keep_head(msg.content[rm.AUDIT], run, context.node_config, node.data_path)
+            content = fn(msg, context, config, node, guard)
+            if rm.BANK not in content:
+                content[rm.BANK] = ConfigRecord({rm.BANK_ID: node.bank_id})
             return Message(content, reply_to=msg)
+        except BudgetExceededError as exc:
+            # The operator needs this one bit to stop asking; the ledger's state stays here.
+            log.error("bank refused (privacy budget): %s", exc)
+            return Message(Error(code=rm.BUDGET_ERROR_CODE), reply_to=msg)
+        except (PolicyRefusal, PayloadError) as exc:
+            log.error("bank refused the operator's message: %s", exc)
+            return Message(Error(code=rm.REFUSED_ERROR_CODE), reply_to=msg)
         except FedfraudError as exc:
             log.error("bank error: %s", exc)
-            budget = isinstance(exc, BudgetExceededError)
-            code = rm.BUDGET_ERROR_CODE if budget else rm.BANK_ERROR_CODE
-            return Message(Error(code=code, reason=str(exc)), reply_to=msg)
+            return Message(Error(code=rm.BANK_ERROR_CODE), reply_to=msg)
+        except Exception:  # a malformed message must not crash the node or leak a traceback
+            log.exception("bank error while handling %s", msg.metadata.message_type)
+            return Message(Error(code=rm.BANK_ERROR_CODE), reply_to=msg)
 
     return wrapped
 
 
-def _options(msg: Message, context: Context) -> dict:
-    # Node-config (the bank's own key paths) overrides what the operator's run-config says.
-    return {**dict(msg.content[rm.CONFIG]), **dict(context.node_config)}
+def _signed_reply(
+    node: BankNode, guard: BankGuard, ctx: StageContext, payload, metrics: dict[str, float]
+) -> RecordDict:
+    bank = ConfigRecord({rm.BANK_ID: node.bank_id, **guard.sign(ctx, payload)})
+    return RecordDict(
+        {
+            rm.UPDATE: ConfigRecord(payload.to_record()),
+            rm.METRICS: MetricRecord(metrics),
+            rm.BANK: bank,
+        }
+    )
+
+
+def _options(msg: Message, context: Context, guard: BankGuard | None = None) -> dict:
+    """Backend options: the run-config, the bank's pinned roster identity (CKKS masks and
+    CrypTen signs with it) and node-config, which overrides both."""
+    pinned = {}
+    if guard is not None:
+        pinned = {
+            "identity-path": str(guard.policy.identity_path),
+            "roster-path": str(guard.policy.roster_path),
+        }
+    return {**dict(msg.content[rm.CONFIG]), **pinned, **dict(context.node_config)}
 
 
 @app.query(rm.STATS)
 @_handler
-def stats(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
+def stats(
+    msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard
+) -> RecordDict:
     """Send this bank's feature moments, protected, for consortium-wide scaling."""
+    ctx = guard.stage(msg.content, rm.STATS, 0)
     table = load_table(node.data_path, node.bank_id)
-    agg = aggregator(config, _options(msg, context))
+    agg = aggregator(config, _options(msg, context, guard))
     start = time.perf_counter()
-    payload = agg.client_protect(local_moments(table), moment_weight(table), round=0)
-    metrics = {"protect_s": time.perf_counter() - start}
-    return RecordDict(
-        {rm.UPDATE: ConfigRecord(payload.to_record()), rm.METRICS: MetricRecord(metrics)}
-    )
+    payload = agg.client_protect(local_moments(table), moment_weight(table), round=0, context=ctx)
+    return _signed_reply(node, guard, ctx, payload, {"protect_s": time.perf_counter() - start})
 
 
 def _global_model(
-    msg: Message, context: Context, config: RunConfig, node: BankNode, key: str = rm.GLOBAL
+    msg: Message,
+    context: Context,
+    config: RunConfig,
+    node: BankNode,
+    guard: BankGuard,
+    ctx: StageContext,
+    model_round: int,
+    key: str = rm.GLOBAL,
 ):
-    """Load data, reveal scaler and the model under `key` (the global model, or the model to
-    evaluate); returns (table, scaler, inputs, model, agg, reveal_s)."""
+    """Load data, reveal the scaler and the model under `key` (the global model, or the model
+    to evaluate: the aggregate of training round `model_round`), each only after checking its
+    signed contributions; returns (table, scaler, inputs, model, agg, reveal_s)."""
     table = load_table(node.data_path, node.bank_id)
-    agg = aggregator(config, _options(msg, context))
+    agg = aggregator(config, _options(msg, context, guard))
     start = time.perf_counter()
-    scaler_payload = Payload.from_record(msg.content[rm.SCALER])
-    scaler = revealed_scaler(agg, scaler_payload, table)
-    inputs = model_inputs(config.model, table, payload_digest(scaler_payload), scaler)
+    scaler_payload, scaler_ctx = guard.aggregate(msg.content, rm.SCALER, agg, ctx, 0, rm.STATS)
+    scaler = revealed_scaler(agg, scaler_payload, table, context=scaler_ctx)
+    inputs = model_inputs(config.model, table, payload_sha256(scaler_payload), scaler)
     model = build_model(config, table)  # round 1: the shared-seed initial model
-    if key in msg.content:
-        model_payload = Payload.from_record(msg.content[key])
-        set_weights(model, agg.client_reveal(model_payload, weight_shapes(model)))
+    if key in msg.content or model_round >= 1:
+        model_payload, model_ctx = guard.aggregate(
+            msg.content, key, agg, ctx, model_round, rm.TRAIN_STAGE
+        )
+        shapes = weight_shapes(model)
+        set_weights(model, agg.client_reveal(model_payload, shapes, context=model_ctx))
     return table, scaler, inputs, model, agg, time.perf_counter() - start
 
 
 @_handler
-def evaluate(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
+def evaluate(
+    msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard
+) -> RecordDict:
     """Score this bank's validation (or, for the selected model, test) rows and send only the
     protected per-score-bin counts; this bank's own metrics stay here (node-config model-dir:
     bank_metrics.json). The final test evaluation also keeps the model there for scoring."""
     split_name = str(msg.content[rm.CONFIG].get(rm.SPLIT, "val"))
     if split_name not in SPLITS:
         raise ConfigError(f"unknown evaluation split {split_name!r}; expected val or test")
+    rnd = int(msg.content[rm.CONFIG][rm.ROUND])
+    ctx = guard.stage(msg.content, rm.evaluation_stage(split_name), rnd)
     table, scaler, inputs, model, agg, reveal_s = _global_model(
-        msg, context, config, node, key=rm.MODEL
+        msg, context, config, node, guard, ctx, rnd, key=rm.MODEL
     )
     split = SPLITS[split_name]
     y, scores = predict(model, inputs, split)
     typology = table.typology[table.mask(split)] if table.typology is not None else None
     counts = ScoreCounts.of(y, scores, typology)
     start = time.perf_counter()
-    payload = agg.client_protect(
-        [counts.to_vector()], 1.0, round=int(msg.content[rm.CONFIG][rm.ROUND])
-    )
+    payload = agg.client_protect([counts.to_vector()], 1.0, round=rnd, context=ctx)
     protect_s = time.perf_counter() - start
     own = pooled_metrics(counts)
     if own["n_frauds"] == 0:
@@ -132,7 +189,6 @@ def evaluate(msg: Message, context: Context, config: RunConfig, node: BankNode) 
         )
     if "model-dir" in context.node_config:
         model_dir = Path(str(context.node_config["model-dir"]))
-        rnd = int(msg.content[rm.CONFIG][rm.ROUND])
         try:
             if split == TEST:
                 save_run_model(model_dir, model, config, table, scaler)
@@ -144,9 +200,7 @@ def evaluate(msg: Message, context: Context, config: RunConfig, node: BankNode) 
             ) from exc
     # Only timings leave in the clear beside the protected counts.
     metrics = {"reveal_s": reveal_s, "protect_s": protect_s}
-    return RecordDict(
-        {rm.UPDATE: ConfigRecord(payload.to_record()), rm.METRICS: MetricRecord(metrics)}
-    )
+    return _signed_reply(node, guard, ctx, payload, metrics)
 
 
 app.evaluate()(evaluate)
@@ -154,15 +208,23 @@ app.evaluate()(evaluate)
 
 @app.query(rm.POOLED)
 @_handler
-def pooled(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
-    """Reveal the consortium's aggregated score counts and answer the pooled metrics (the same
-    at every bank; the operator checks they agree). Under CKKS only banks can do this."""
-    agg = aggregator(config, _options(msg, context))
+def pooled(
+    msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard
+) -> RecordDict:
+    """Reveal the consortium's aggregated score counts (only after checking their signed
+    contributions) and answer the pooled metrics (the same at every bank; the operator checks
+    they agree). Under CKKS only banks can do this."""
+    agg = aggregator(config, _options(msg, context, guard))
+    rnd = int(msg.content[rm.CONFIG][rm.ROUND])
+    split_name = str(msg.content[rm.CONFIG].get(rm.SPLIT, "val"))
     contributors = int(msg.content[rm.CONFIG][rm.CONTRIBUTORS])
-    payload = Payload.from_record(msg.content[rm.COUNTS])
+    ctx = guard.stage(msg.content, f"query.{rm.POOLED}", rnd)
+    payload, counts_ctx = guard.aggregate(
+        msg.content, rm.COUNTS, agg, ctx, rnd, rm.evaluation_stage(split_name)
+    )
     # The backends reveal the weighted MEAN; every bank sent weight 1, so the sum is the mean
     # times the number of contributors (a wrong count would only scale the rows, not the metrics).
-    mean = agg.client_reveal(payload, [(ScoreCounts.vector_size(),)])[0]
+    mean = agg.client_reveal(payload, [(ScoreCounts.vector_size(),)], context=counts_ctx)[0]
     counts = ScoreCounts.from_vector(mean.astype(np.float64) * contributors)
     return RecordDict({rm.METRICS: MetricRecord(flat_metrics(pooled_metrics(counts)))})
 
@@ -171,34 +233,50 @@ def pooled(msg: Message, context: Context, config: RunConfig, node: BankNode) ->
 # messages; its mod masks what these functions return and leaves other backends' messages alone.
 @app.train(mods=[secaggplus.client_mod({f"query.{rm.STATS}": stats, "evaluate": evaluate})])
 @_handler
-def train(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
+def train(
+    msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard
+) -> RecordDict:
     """Train locally from the global model and send the protected, weighted new model."""
-    table, _, inputs, model, agg, reveal_s = _global_model(msg, context, config, node)
     rnd = int(msg.content[rm.CONFIG][rm.ROUND])
-    # DP (if on): refuses here when the bank's privacy budget would be exceeded.
-    run_id = str(msg.metadata.run_id)
+    if not 1 <= rnd <= config.num_rounds:
+        # DP is calibrated for num-rounds releases: a round beyond them is refused.
+        raise PolicyRefusal(f"round {rnd} is outside 1..num-rounds={config.num_rounds}")
+    ctx = guard.stage(msg.content, rm.TRAIN_STAGE, rnd)
+    table, _, inputs, model, agg, reveal_s = _global_model(
+        msg, context, config, node, guard, ctx, rnd - 1
+    )
+    # DP (if on) with the bank's own δ, budget and minimum contributors, never the operator's:
+    # refuses here when the bank's privacy budget would be exceeded.
+    policy, num_train = guard.policy, inputs.num(TRAIN)
     dp = BankRound.start(
-        config, context.node_config, node.data_path, node.bank_id, run_id, rnd, inputs.num(TRAIN)
+        config,
+        context.node_config,
+        node.data_path,
+        node.bank_id,
+        ctx.run,
+        rnd,
+        num_train,
+        delta=policy.delta(num_train),
+        budget=policy.budget(config),
+        min_contributors=policy.min_contributors,
     )
     global_weights = get_weights(model)
     stats = train_local(
         model, inputs, config, seed=config.seed * 1000 + rnd, privatizer=dp.privatizer
     )
     start = time.perf_counter()
-    weights, weight = dp.release(global_weights, get_weights(model), float(inputs.num(TRAIN)))
-    payload = agg.client_protect(weights, weight, round=rnd)
-    # Only timings, the update's size and DP bookkeeping leave in the clear: a training loss
-    # would be computed from the bank's rows outside any DP accounting, and nobody needs it.
+    weights, weight = dp.release(global_weights, get_weights(model), float(num_train))
+    payload = agg.client_protect(weights, weight, round=rnd, context=ctx)
+    # Only timings and the update's size leave in the clear: a training loss would be computed
+    # from the bank's rows outside any DP accounting, and ε per round tells the operator the
+    # bank's batch count; ε stays in the bank's ledger.
     metrics = {
         "num_values": float(sum(w.size for w in weights)),
         "train_s": stats.seconds,
         "protect_s": time.perf_counter() - start,
         "reveal_s": reveal_s,
-        **dp.metrics(),
     }
-    return RecordDict(
-        {rm.UPDATE: ConfigRecord(payload.to_record()), rm.METRICS: MetricRecord(metrics)}
-    )
+    return _signed_reply(node, guard, ctx, payload, metrics)
 
 
 def keep_bank_metrics(model_dir: Path, split: str, rnd: int, metrics: dict) -> None:

@@ -16,7 +16,7 @@ from fedfraud.data.schema import require_fraud
 from fedfraud.data.store import list_banks, read_bank
 from fedfraud.errors import ConfigError
 from fedfraud.train import ModelInputs, make_inputs
-from secure_agg import Payload, SecureAggregator, get
+from secure_agg import Payload, SecureAggregator, StageContext, get
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,15 @@ def payload_digest(payload: Payload) -> str:
     return hashlib.sha256(b"".join(payload.chunks)).hexdigest()
 
 
-def revealed_scaler(agg: SecureAggregator, payload: Payload, table: BankTable) -> Scaler:
+def revealed_scaler(
+    agg: SecureAggregator, payload: Payload, table: BankTable, context: StageContext | None = None
+) -> Scaler:
     """Reveal the consortium's feature moments once per aggregate."""
     key = payload_digest(payload)
     if key not in _scalers:
         d, k = table.x.shape[1], table.node_x.shape[1] if table.node_x is not None else 0
-        _scalers[key] = Scaler.from_moments(agg.client_reveal(payload, [(d,), (d,), (k,), (k,)]))
+        shapes = [(d,), (d,), (k,), (k,)]
+        _scalers[key] = Scaler.from_moments(agg.client_reveal(payload, shapes, context=context))
     return _scalers[key]
 
 

@@ -12,9 +12,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedfraud.config import RunConfig
+from fl_server.consortium import operator_roster
 from fl_server.federation import Federation, ModelCallback, RoundCallback
 from fl_server.journal import RunJournal
 from secure_agg import get
+from secure_agg.consortium import CONSORTIUM_DIR_KEY
 
 log = logging.getLogger("fedfraud.server")
 RESULTS_FILE = "results.json"
@@ -38,11 +40,18 @@ def run_operator(
 
     The final aggregate stays protected (under CKKS only the banks can open it)."""
     options = {**config.to_run_config(), **dict(run_config), **dict(shared_options or {})}
+    if options.get(CONSORTIUM_DIR_KEY):
+        # A simulation's consortium (`flwr run --run-config consortium-dir=...`): simulated
+        # banks read the policies written for them there (deployed banks never do).
+        shared_options = {
+            **dict(shared_options or {}),
+            CONSORTIUM_DIR_KEY: options[CONSORTIUM_DIR_KEY],
+        }
     aggregator = get(config.secure_agg, "server", options)
     journal = None
     if config.out_dir:
         resume = str(run_config.get("resume", False)).lower() in ("1", "true", "yes")
-        journal = RunJournal(Path(config.out_dir), config, resume=resume)
+        journal = RunJournal(Path(config.out_dir), config, resume=resume, run=_run_id(grid))
     federation = Federation(
         grid,
         config,
@@ -51,6 +60,7 @@ def run_operator(
         shared_options=shared_options,
         journal=journal,
         on_model=on_model,
+        roster=operator_roster(options),
     )
     if journal and (state := journal.open()) is not None:
         federation.state = state
@@ -123,3 +133,11 @@ def _log_round(config: RunConfig) -> RoundCallback:
 
 
 app = make_server_app()
+
+
+def _run_id(grid: Grid) -> str:
+    # The Flower run id, as the banks see it in msg.metadata.run_id (names their kept heads).
+    try:
+        return str(grid.run.run_id)
+    except (AttributeError, RuntimeError):  # a stand-in grid in tests
+        return ""

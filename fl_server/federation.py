@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +25,10 @@ from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError, PayloadError
 from fedfraud.metrics import json_safe
 from fedfraud.privacy.operator import privacy_summary, round_privacy
+from fl_server.consortium import REAGGREGABLE, Proof, check_signature, operator_roster, stage_record
 from fl_server.selection import agreed_metrics, select_round
 from secure_agg import Aggregate, Exchange, Payload, SecureAggregator, is_interactive
+from secure_agg.roster import Roster
 
 log = logging.getLogger("fedfraud.server")
 
@@ -45,9 +49,11 @@ class Replies:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, int] = field(default_factory=dict)  # bank -> the node it answered from
+    signatures: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # bank -> (digest, sig)
     silent: set[int] = field(default_factory=set)  # nodes that did not answer in time
     halted: dict[int, str] = field(default_factory=dict)  # node -> why its privacy budget is spent
     exchange: Exchange | None = None  # set when an interactive backend ran its own protocol
+    participants: tuple[str, ...] = ()  # the banks announced for this stage (signed over)
 
     @property
     def num_results(self) -> int:
@@ -66,6 +72,12 @@ class RunState:
     final: dict[str, Any] = field(default_factory=dict)
     # bank -> why it refused to train (privacy budget spent); it is not asked to train again
     halted: dict[str, str] = field(default_factory=dict)
+    # The run label banks sign over, and the signed contributions behind scaler / global model
+    # (Proof.to_state(); forwarded with each aggregate so banks can check it).
+    run_label: str = ""
+    scaler_proof: dict[str, Any] | None = None
+    global_proof: dict[str, Any] | None = None
+    best_proof: dict[str, Any] | None = None
 
 
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -78,6 +90,8 @@ class Journal(Protocol):
     def stats_done(self, state: RunState, evidence: dict[str, Any]) -> None: ...
 
     def round_done(self, state: RunState, record: dict[str, Any]) -> None: ...
+
+    def head_record(self) -> dict[str, str | int]: ...
 
 
 class Federation:
@@ -94,6 +108,7 @@ class Federation:
         shared_options: Mapping[str, str | int | float] | None = None,
         journal: Journal | None = None,
         on_model: ModelCallback | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.grid = grid
         self.config = config
@@ -109,6 +124,7 @@ class Federation:
         self.evaluating_nodes: list[int] = []  # nodes that answered the last evaluation
         self.node_banks: dict[int, str] = {}  # learned from replies; names halted banks
         self.halted_nodes: set[int] = set()
+        self.roster = roster
 
     # -- messaging -------------------------------------------------------------------------
     def wait_for_banks(self) -> list[int]:
@@ -130,15 +146,32 @@ class Federation:
                 )
             time.sleep(0.5)
 
+    def participants(self, nodes: Iterable[int]) -> tuple[str, ...]:
+        """The banks announced for a stage: those of `nodes` once known, else the roster's."""
+        roster = self._roster()
+        known = [self.node_banks.get(n) for n in nodes]
+        if known and all(known):
+            return tuple(sorted({b for b in known if b in roster}))
+        return tuple(b for b in roster.banks if b not in self.state.halted)
+
+    def _roster(self) -> Roster:
+        if self.roster is None:
+            self.roster = operator_roster({**self.config.to_run_config(), **self.shared_options})
+        return self.roster
+
     def broadcast(
         self,
         nodes: Iterable[int],
         message_type: str,
         round_: int,
         extra: Mapping[str, Payload],
+        proofs: Mapping[str, dict[str, Any] | None] | None = None,
         settings: Mapping[str, str | int | float] | None = None,
+        stage: str | None = None,
     ) -> Replies:
-        """Send one message per node and sort the replies (`settings` join the config)."""
+        """Send one message per node (with the stage's participants, the proofs of the
+        aggregates it carries and `settings` joined to the config) and sort the replies,
+        keeping only signed contributions. The stage name defaults to the message type."""
         config = ConfigRecord(
             {
                 **self.config.to_run_config(),
@@ -147,15 +180,25 @@ class Federation:
                 **dict(settings or {}),
             }
         )
+        nodes = list(nodes)
+        if not self.state.run_label:
+            self.state.run_label = secrets.token_hex(16)
+        stage = stage or (rm.STATS if message_type == f"query.{rm.STATS}" else message_type)
+        participants = self.participants(nodes)
 
         def content() -> RecordDict:
             out = RecordDict({rm.CONFIG: config})
+            if self.journal is not None:  # banks keep every audit head they are shown
+                out[rm.AUDIT] = ConfigRecord(self.journal.head_record())
+            out[rm.STAGE] = stage_record(self.state.run_label, stage, participants)
             for key, payload in extra.items():
                 out[key] = ConfigRecord(payload.to_record())
+            for key, proof in (proofs or {}).items():
+                if proof is not None:
+                    out.update(Proof.from_state(proof).records(key))
             return out
 
-        nodes = list(nodes)
-        replies = Replies()
+        replies = Replies(participants=participants)
         sent: dict[str, int] = {}
         if is_interactive(self.aggregator) and message_type in AGGREGATED_STAGES:
             # SecAgg+: the backend runs its multi-message protocol and aggregates on the way.
@@ -170,6 +213,7 @@ class Federation:
             # missed its heartbeats) come from node 0: find their node by the message replied to.
             sent = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         answered = set()
+        signed = not is_interactive(self.aggregator)
         for reply in received:
             node = sent.get(reply.metadata.reply_to_message_id) or reply.metadata.src_node_id
             answered.add(node)
@@ -180,22 +224,72 @@ class Federation:
                 if reply.error.code == ErrorCode.NODE_UNAVAILABLE:  # missed its heartbeats
                     replies.silent.add(node)
                 continue
-            bank = str(reply.content[rm.BANK][rm.BANK_ID])
-            replies.nodes[bank] = node
-            self.node_banks[node] = bank
-            replies.metrics[bank] = dict(reply.content.get(rm.METRICS, {}))
-            if rm.UPDATE in reply.content:
-                try:
-                    replies.payloads[bank] = Payload.from_record(reply.content[rm.UPDATE])
-                except PayloadError as exc:
-                    replies.failures[bank] = str(exc)
-                    del replies.metrics[bank]
+            # One bank's reply, however malformed, only ever makes that bank a failure.
+            try:
+                self._accept(replies, reply, node, (round_, stage, participants), signed)
+            except (KeyError, TypeError, ValueError, PayloadError) as exc:
+                replies.failures[f"node-{node}"] = f"reply rejected: {exc}"
         for node in set(n for n in nodes) - answered:
             replies.failures[f"node-{node}"] = f"no reply within {self.round_timeout_s:.0f}s"
             replies.silent.add(node)
         for who, why in replies.failures.items():
             log.warning("%s %s failed: %s", message_type, who, why)
         return replies
+
+    def _accept(
+        self,
+        replies: Replies,
+        reply: Message,
+        node: int,
+        stage: tuple[int, str, tuple[str, ...]],
+        signed: bool,
+    ) -> None:
+        bank_record = reply.content[rm.BANK]
+        bank = bank_record[rm.BANK_ID]
+        if not isinstance(bank, str):
+            raise TypeError("bank id is not a string")
+        if bank in replies.nodes:
+            raise ValueError(f"{bank!r} already answered from node {replies.nodes[bank]}")
+        # Only finite scalars: a list or a huge value from one bank must not break the round.
+        metrics = {
+            str(k): float(v)
+            for k, v in dict(reply.content.get(rm.METRICS, {})).items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        if rm.UPDATE in reply.content:
+            payload = Payload.from_record(reply.content[rm.UPDATE])
+            if signed:  # an unrostered node or a forged contribution stops here
+                rnd, name, participants = stage
+                replies.signatures[bank] = check_signature(
+                    self._roster(),
+                    self.state.run_label,
+                    rnd,
+                    name,
+                    participants,
+                    bank,
+                    payload,
+                    bank_record,
+                )
+            replies.payloads[bank] = payload
+        replies.nodes[bank] = node
+        self.node_banks[node] = bank
+        replies.metrics[bank] = metrics
+
+    def _proof(self, replies: Replies, agg: Aggregate, rnd: int, stage: str) -> dict | None:
+        """What banks need to check this aggregate (None for SecAgg+'s own protocol)."""
+        if replies.exchange is not None:
+            return None
+        proof = Proof(
+            self.state.run_label,
+            rnd,
+            stage,
+            replies.participants,
+            {b: replies.signatures[b] for b in agg.included},
+            {b: replies.payloads[b] for b in agg.included}
+            if self.aggregator.name in REAGGREGABLE
+            else {},
+        )
+        return proof.to_state()
 
     def _aggregate(self, replies: Replies, stage: str):
         """Securely aggregate, or stop the run when too few banks contributed."""
@@ -233,6 +327,7 @@ class Federation:
             replies = self.broadcast(nodes, f"query.{rm.STATS}", 0, {})
             agg = self._aggregate(replies, "feature statistics")[0]
             self.state.scaler = agg.payload
+            self.state.scaler_proof = self._proof(replies, agg, 0, rm.STATS)
             if self.journal:
                 self.journal.stats_done(self.state, self._evidence(replies, agg))
         while len(self.state.rounds) < self.config.num_rounds and not self._patience_spent():
@@ -259,15 +354,18 @@ class Federation:
         """Train + secure aggregation + evaluation for one round."""
         t0 = time.perf_counter()
         extra = {rm.SCALER: self.state.scaler}
+        proofs = {rm.SCALER: self.state.scaler_proof}
         if self.state.global_model is not None:
             extra[rm.GLOBAL] = self.state.global_model
+            proofs[rm.GLOBAL] = self.state.global_proof
         training = [n for n in nodes if n not in self.halted_nodes]
-        replies = self.broadcast(training, "train", rnd, extra)
+        replies = self.broadcast(training, rm.TRAIN_STAGE, rnd, extra, proofs)
         self._halt(replies, rnd)
         agg, aggregate_s = self._aggregate(replies, f"round {rnd}")
         self.state.global_model = agg.payload
         if self.on_model:
             self.on_model(rnd, agg.payload)
+        self.state.global_proof = self._proof(replies, agg, rnd, rm.TRAIN_STAGE)
         wall_s = time.perf_counter() - t0
         included = [b for b in agg.included]
         record: dict[str, Any] = {
@@ -288,7 +386,7 @@ class Federation:
         }
         # A node that let the training deadline pass is likely down: do not wait for it again.
         alive = [n for n in nodes if n not in replies.silent]
-        evaluation = self.evaluate(alive, rnd, agg.payload, "val")
+        evaluation = self.evaluate(alive, rnd, agg.payload, self.state.global_proof, "val")
         record["metrics"] = {"pooled": evaluation["pooled"]}
         record["eval_banks"] = evaluation["banks"]
         self.evaluating_nodes = evaluation["nodes"]
@@ -311,25 +409,32 @@ class Federation:
                 "the banks' ledgers allow no more training at this dp-epsilon"
             )
 
-    def evaluate(self, nodes: list[int], rnd: int, model: Payload, split: str) -> dict[str, Any]:
+    def evaluate(
+        self, nodes: list[int], rnd: int, model: Payload, proof: dict | None, split: str
+    ) -> dict[str, Any]:
         """Pooled metrics of `model` on the banks' `split` rows without any bank's metrics
         leaving it: banks send protected per-score-bin counts, the backend sums them, and the
         banks reveal the sum and answer the consortium's metrics (the same at every bank)."""
         t0 = time.perf_counter()
-        stage = f"round {rnd} evaluation ({split})"
+        where = f"round {rnd} evaluation ({split})"
+        stage = rm.evaluation_stage(split)
         extra = {rm.SCALER: self.state.scaler, rm.MODEL: model}
-        replies = self.broadcast(nodes, "evaluate", rnd, extra, {rm.SPLIT: split})
-        agg, _ = self._aggregate(replies, stage)
+        proofs = {rm.SCALER: self.state.scaler_proof, rm.MODEL: proof}
+        replies = self.broadcast(
+            nodes, "evaluate", rnd, extra, proofs, {rm.SPLIT: split}, stage=stage
+        )
+        agg, _ = self._aggregate(replies, where)
         revealing = [replies.nodes[b] for b in agg.included if b in replies.nodes]
         answers = self.broadcast(
             revealing,
             f"query.{rm.POOLED}",
             rnd,
             {rm.COUNTS: agg.payload},
-            {rm.CONTRIBUTORS: len(agg.included)},
+            {rm.COUNTS: self._proof(replies, agg, rnd, stage)},
+            {rm.CONTRIBUTORS: len(agg.included), rm.SPLIT: split},
         )
         return {
-            "pooled": agreed_metrics(answers.metrics, stage),
+            "pooled": agreed_metrics(answers.metrics, where),
             "banks": list(agg.included),
             "nodes": revealing,
             "eval_s": time.perf_counter() - t0,
@@ -342,7 +447,7 @@ class Federation:
         rnd = self.state.best_round
         # Banks that evaluated the last round (a node gone silent is not waited for again).
         nodes = self.evaluating_nodes or nodes
-        evaluation = self.evaluate(nodes, rnd, self.state.best_model, "test")
+        evaluation = self.evaluate(nodes, rnd, self.state.best_model, self.state.best_proof, "test")
         return {
             "selected_round": rnd,
             "last_round": len(self.state.rounds),
@@ -355,6 +460,7 @@ class Federation:
         """Keep the model of the round with the best pooled validation PR-AUC so far."""
         if record["round"] == select_round(self.state.rounds):
             self.state.best_model = self.state.global_model
+            self.state.best_proof = self.state.global_proof
             self.state.best_round = record["round"]
 
     def _patience_spent(self) -> bool:
@@ -364,12 +470,16 @@ class Federation:
 
     @staticmethod
     def _evidence(replies: Replies, agg: Aggregate) -> dict[str, Any]:
-        """Who took part and SHA-256 digests of what they sent and of the aggregate (audit log)."""
+        """Who took part and SHA-256 digests of what they sent and of the aggregate, with the
+        participants announced and each included bank's signed contribution (audit log)."""
 
         def digest(payload: Payload) -> str:
             return hashlib.sha256(payload.to_bytes()).hexdigest()
 
+        signed = {b: replies.signatures[b] for b in agg.included if b in replies.signatures}
         return {
+            "participants": list(replies.participants),
+            "contributions": Proof("", 0, "", (), signed).contributions(),
             "banks": list(agg.included),
             "nodes": {b: str(n) for b, n in replies.nodes.items()},
             "payload_sha256": {b: digest(p) for b, p in replies.payloads.items()},
@@ -389,6 +499,7 @@ class Federation:
         return json_safe(
             {
                 "fedfraud_version": fedfraud.__version__,
+                "run_label": self.state.run_label,
                 "config": cfg.to_dict(),
                 "model": cfg.model,
                 "secure_agg": cfg.secure_agg,

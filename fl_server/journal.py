@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import fedfraud
-from fedfraud.audit import AuditLog, canonical, read_entries, sha256_hex
+from fedfraud.audit import AuditLog, OperatorSigner, canonical, read_entries, sha256_hex
 from fedfraud.config import RunConfig
 from fedfraud.metrics import json_safe
 from fl_server.checkpoint import CHECKPOINT_DIR, Checkpoint
@@ -21,13 +21,22 @@ from fl_server.federation import RunState
 
 log = logging.getLogger("fedfraud.server")
 AUDIT_FILE = "audit.jsonl"
+# The operator's audit signing key: generated on first use into the run folder's keys/ (run
+# folders are git-ignored); its public half is named in the log's start entry.
+OPERATOR_KEY_FILE = Path("keys") / "operator-audit.pem"
+# Round-record keys copied into the audit entry when present (signed contributions, issue 13).
+SIGNED_FIELDS = ("run", "stage", "participants", "contributions")
 
 
 class RunJournal:
     """Checkpoint + audit log of one operator run in `out_dir`."""
 
-    def __init__(self, out_dir: Path, config: RunConfig, resume: bool = False) -> None:
+    def __init__(
+        self, out_dir: Path, config: RunConfig, resume: bool = False, run: str = ""
+    ) -> None:
         self.out_dir = Path(out_dir)
+        self.run = str(run)
+        self.signer = OperatorSigner.load_or_create(self.out_dir / OPERATOR_KEY_FILE)
         self.config = config
         self.resume = resume
         self.checkpoint = Checkpoint(self.out_dir / CHECKPOINT_DIR)
@@ -43,10 +52,11 @@ class RunJournal:
         if self.resume:
             log.warning("resume=true but %s holds no checkpoint; starting a new run", self.out_dir)
         self._archive_previous_run()
-        self.audit = AuditLog(self.audit_path)
+        self.audit = AuditLog(self.audit_path, self.signer)
         config = self.config.to_dict()
         self.audit.append(
             "start",
+            run=self.run,
             fedfraud_version=fedfraud.__version__,
             config=config,
             config_sha256=sha256_hex(canonical(config)),
@@ -55,7 +65,7 @@ class RunJournal:
 
     def _resume(self) -> RunState:
         state, doc = self.checkpoint.load(self.config)
-        self.audit = AuditLog(self.audit_path)  # verifies the chain before appending
+        self.audit = AuditLog(self.audit_path, self.signer)  # verifies the chain first
         saved = doc.get("audit") or {}
         discarded = []
         if saved.get("entries", 0) < self.audit.head.entries:
@@ -89,6 +99,12 @@ class RunJournal:
             self.checkpoint.state_file.unlink()
 
     # -- called by Federation ----------------------------------------------------------------
+    def head_record(self) -> dict[str, str | int]:
+        """The current head, sent to the banks in every message so they can keep it."""
+        assert self.audit is not None, "open() the journal first"
+        head = self.audit.head
+        return {"seq": head.entries, "sha256": head.sha256, "operator_key": self.signer.public_b64}
+
     def stats_done(self, state: RunState, evidence: dict[str, Any]) -> None:
         """The consortium's feature moments are aggregated (stage 0)."""
         self._record("stats", state, {"round": 0, **evidence})
@@ -100,10 +116,14 @@ class RunJournal:
             "banks": record.get("banks", []),
             "nodes": record.get("nodes", {}),
             "payload_sha256": record.get("payload_sha256", {}),
+            # Announced participant set and each included bank's signed contribution (issue 13).
+            "participants": record.get("participants", []),
+            "contributions": record.get("contributions", {}),
             "epsilon": record.get("epsilon", {}),
             "model_sha256": record.get("aggregate_sha256"),
             "failures": record.get("failures", {}),
             "metrics": record.get("metrics", {}),
+            **{k: record[k] for k in SIGNED_FIELDS if k in record},
         }
         self._record("round", state, fields)
 

@@ -24,6 +24,11 @@ Role = Literal["client", "server"]
 Meta = Mapping[str, int | float | str]
 
 _MAGIC = b"FFPL1"
+# What one payload may hold at most, checked before anything is copied: Flower's own gRPC limit
+# is 512 MiB per message; a chunk count and header far above any model we build.
+MAX_PAYLOAD_BYTES = 512 * 2**20
+MAX_CHUNKS = 1 << 16
+MAX_META_CHARS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -47,17 +52,39 @@ class Payload:
         }
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Payload:
-        """Inverse of `to_record`; raises PayloadError on anything malformed."""
+    def from_record(
+        cls,
+        record: Mapping[str, Any],
+        *,
+        max_bytes: int = MAX_PAYLOAD_BYTES,
+        max_chunks: int = MAX_CHUNKS,
+    ) -> Payload:
+        """Inverse of `to_record`; raises PayloadError on anything malformed. Types and sizes
+        are checked before anything is copied, so a hostile record (a chunk that is a huge int,
+        millions of chunks, a giant header) is refused without allocating for it."""
         try:
-            backend = str(record["backend"])
-            chunks = tuple(bytes(c) for c in record["chunks"])
-            meta = json.loads(str(record["meta"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            backend, chunks, meta_text = record["backend"], record["chunks"], record["meta"]
+        except (KeyError, TypeError) as exc:
+            raise PayloadError(f"malformed payload record: missing {exc}") from exc
+        if not isinstance(backend, str) or not 0 < len(backend) <= 64:
+            raise PayloadError("malformed payload record: backend is not a short string")
+        if not isinstance(chunks, list | tuple):
+            raise PayloadError("malformed payload record: chunks is not a list")
+        if len(chunks) > max_chunks:
+            raise PayloadError(f"payload has {len(chunks)} chunks, at most {max_chunks} allowed")
+        if not all(isinstance(c, bytes | bytearray) for c in chunks):
+            raise PayloadError("malformed payload record: every chunk must be bytes")
+        if sum(len(c) for c in chunks) > max_bytes:
+            raise PayloadError(f"payload is larger than the {max_bytes} bytes allowed")
+        if not isinstance(meta_text, str) or len(meta_text) > MAX_META_CHARS:
+            raise PayloadError("malformed payload record: meta is not a short JSON string")
+        try:
+            meta = json.loads(meta_text)
+        except ValueError as exc:
             raise PayloadError(f"malformed payload record: {exc}") from exc
         if not isinstance(meta, dict):
             raise PayloadError("malformed payload record: meta is not a mapping")
-        return cls(backend=backend, chunks=chunks, meta=meta)
+        return cls(backend=backend, chunks=tuple(bytes(c) for c in chunks), meta=meta)
 
     def to_bytes(self) -> bytes:
         """A self-describing file format (for checkpoints): magic, header length, header, chunks."""
@@ -66,7 +93,8 @@ class Payload:
                 "backend": self.backend,
                 "meta": dict(self.meta),
                 "sizes": [len(c) for c in self.chunks],
-            }
+            },
+            sort_keys=True,  # canonical: the digest banks sign must not depend on key order
         ).encode()
         return _MAGIC + struct.pack("<I", len(header)) + header + b"".join(self.chunks)
 
@@ -92,6 +120,19 @@ class Payload:
 
 
 @dataclass(frozen=True)
+class StageContext:
+    """Which stage a bank's protect/reveal belongs to, so a backend can bind masks or
+    encryption to it: the run, round and stage, the exact set of banks announced for the
+    aggregate (sorted roster ids) and the calling bank."""
+
+    run: str
+    round: int
+    stage: str
+    participants: tuple[str, ...]
+    bank_id: str
+
+
+@dataclass(frozen=True)
 class Aggregate:
     """The combined payload plus which banks went into it and why others were left out."""
 
@@ -105,7 +146,14 @@ class SecureAggregator(Protocol):
 
     name: str
 
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         """Protect `weight * update` (and the weight itself) so it can leave the bank."""
         ...
 
@@ -114,7 +162,11 @@ class SecureAggregator(Protocol):
         ...
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         """Turn the combined payload into the weighted mean update, shaped like `shapes`."""
         ...

@@ -8,6 +8,14 @@ any key material, adds ciphertexts slot-wise; the banks decrypt the sum and divi
 weight. The operator never sees an update, a weight or even the aggregate. See
 docs/threat-model.md for who learns what.
 
+Masked mode (a bank whose node-config names `identity-path` and `roster-path`): every
+contribution is a fixed-point vector one-time padded with pairwise masks from roster key
+agreement (secure_agg/ckks_masked.py, secure_agg/masking.py), so the CKKS secret key - which
+every bank holds - opens a single contribution to noise; only the sum over the stage's exact
+participant set unmasks. A bank that gets an aggregate that does not unmask stops for the run
+and tells the operator only that. A dropout leaves masks that do not cancel: the operator re-runs
+the stage with the surviving participants (a new participant set derives fresh masks).
+
 Magnitudes. Fresh ciphertexts are never rescaled, so a slot decrypts correctly while its value
 stays below 2^h, h = data_bits - 2 - scale_bits. Half of that headroom is split between up to
 MAX_BANKS banks, so each bank's slots must satisfy |w * u| / C <= 2^(h - 11). The public weight
@@ -32,9 +40,22 @@ import tenseal as ts
 
 from fedfraud.errors import ConfigError, PayloadError
 from secure_agg import keys as ckks_keys
-from secure_agg.base import Aggregate, Payload, Role, check_weight, flatten, register, unflatten
+from secure_agg import masking
+from secure_agg.base import (
+    Aggregate,
+    Payload,
+    Role,
+    StageContext,
+    check_weight,
+    flatten,
+    register,
+    unflatten,
+)
+from secure_agg.ckks_masked import AggregateRejected, MaskedCKKS
+from secure_agg.roster import BankIdentity, Roster
 
 NAME = "ckks"
+__all__ = ["AggregateRejected", "CKKSAggregator", "NAME", "provision"]
 MAX_BANKS = 1024
 MAX_WEIGHT_BITS = 20  # sample counts up to ~1e6
 MAX_ABS_BITS = 4  # update values up to 16 in magnitude at MAX_WEIGHT
@@ -44,12 +65,18 @@ _BANKS_BITS = MAX_BANKS.bit_length() - 1
 _CHUNK_OVERHEAD = 4096
 
 
-class CKKSAggregator:
+class CKKSAggregator(MaskedCKKS):
     """CKKS secure aggregation; role 'client' holds the secret context, 'server' a public one."""
 
     name = NAME
 
-    def __init__(self, role: Role, keys: ckks_keys.CKKSKeys, num_params: int | None = None):
+    def __init__(
+        self,
+        role: Role,
+        keys: ckks_keys.CKKSKeys,
+        num_params: int | None = None,
+        identity: tuple[BankIdentity, Roster] | None = None,
+    ):
         if role == "server" and keys.context.is_private():
             raise ConfigError(
                 "refusing to run the CKKS operator with a context that holds the secret key: "
@@ -70,6 +97,9 @@ class CKKSAggregator:
         self.weight_scale_bits = max(0, MAX_WEIGHT_BITS + MAX_ABS_BITS - self.bank_bits)
         self.max_chunk_bytes = 2 * self.layout.poly_modulus * self.layout.data_primes * 8
         self.max_chunk_bytes += _CHUNK_OVERHEAD
+        self.identity = identity  # set: masked mode (the bank's own choice, never the operator's)
+        self._halted_runs: set[str] = set()
+        self._used_stages: set[StageContext] = set()
 
     @property
     def weight_scale(self) -> float:
@@ -81,8 +111,17 @@ class CKKSAggregator:
         """The largest |weight x value| one bank may send (2^24 unless the headroom allows more)."""
         return math.ldexp(1.0, self.bank_bits + self.weight_scale_bits)
 
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         ctx = self._secret_context("protect")
+        if self._masked(context):
+            return self._protect_masked(ctx, update, weight, round, context)
         w = check_weight(weight)
         flat = flatten(update)
         if flat.size == 0:
@@ -131,10 +170,14 @@ class CKKSAggregator:
             expected = Counter(sizes.values()).most_common(1)[0][0]
         total: list[ts.CKKSVector] | None = None
         included: list[str] = []
+        encodings: list[str] = []  # the first included payload's encoding, if masked
         for bank, size in sizes.items():
             try:
                 if size != expected:
                     raise PayloadError(f"update has {size} parameters, expected {expected}")
+                encoding = payloads[bank].meta.get("encoding")
+                if included and encoding != (encodings[0] if encodings else None):
+                    raise PayloadError("payload mixes masked and unmasked encodings")
                 if len(included) >= MAX_BANKS:
                     raise PayloadError(
                         f"round already holds {MAX_BANKS} banks, the most the CKKS headroom allows"
@@ -145,19 +188,33 @@ class CKKSAggregator:
                 rejected[bank] = str(exc)
                 continue
             included.append(bank)
+            if len(included) == 1 and encoding is not None:
+                encodings.append(str(encoding))
         if total is None:
             raise PayloadError(
                 "no valid payloads to aggregate: "
                 + "; ".join(f"{b}: {r}" for b, r in sorted(rejected.items()))
             )
         meta = {"fingerprint": self.keys.fingerprint, "params": expected, "count": len(included)}
+        if encodings:
+            meta["encoding"] = encodings[0]
         out = Payload(NAME, tuple(v.serialize() for v in total), meta)
         return Aggregate(out, tuple(included), rejected)
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         ctx = self._secret_context("reveal")
+        if self._masked(context):
+            return self._reveal_masked(ctx, aggregate, shapes, context)
+        if aggregate.meta.get("encoding") is not None:
+            raise PayloadError(
+                "aggregate uses masked encoding but this bank has no roster identity"
+            )
         size = self._check_header(aggregate)
         num_params = sum(int(np.prod(s)) for s in shapes)
         if size != num_params:
@@ -272,10 +329,11 @@ def provision(directory: Path, num_banks: int) -> dict[str, Any]:
 @register(NAME, provision)
 def _factory(role: Role, options: Mapping[str, Any]) -> CKKSAggregator:
     keys = ckks_keys.keys_for_role(role, options)
+    identity = masking.load_identity(options) if role == "client" else None
     num_params = options.get("ckks-num-params")
     if num_params is not None:
         try:
             num_params = int(num_params)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"ckks-num-params must be an integer, got {num_params!r}") from exc
-    return CKKSAggregator(role, keys, num_params)
+    return CKKSAggregator(role, keys, num_params, identity)

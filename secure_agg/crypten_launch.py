@@ -23,9 +23,9 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedfraud.errors import PayloadError
+from fedfraud.errors import ConfigError, PayloadError
 from secure_agg.base import Payload
-from secure_agg.crypten_committee import Committee
+from secure_agg.crypten_committee import Committee, key_file
 
 log = logging.getLogger("fedfraud.secure_agg.crypten")
 _warned = False
@@ -34,9 +34,18 @@ _warned = False
 class LocalCommittee:
     """The parties of `committee` as local processes; `run(jobs)` hands party k jobs[k]."""
 
-    def __init__(self, committee: Committee, timeout_s: float):
+    def __init__(
+        self,
+        committee: Committee,
+        timeout_s: float,
+        min_contributors: int = 3,
+        roster: Path | None = None,
+    ):
         self.committee = committee
         self.timeout_s = timeout_s
+        self.party_args = ["--min-contributors", str(min_contributors)]
+        if roster is not None:
+            self.party_args += ["--roster", str(roster)]
         self._procs: list[subprocess.Popen] = []
         self._work: tempfile.TemporaryDirectory | None = None
         self._finalizer: weakref.finalize | None = None
@@ -73,8 +82,8 @@ class LocalCommittee:
         if not _warned:
             _warned = True
             log.warning(
-                "CrypTen compute parties run on the operator's machine, which can read their "
-                "keys: right for simulations, not a privacy boundary (see docs/mpc.md)"
+                "SIMULATION: the CrypTen compute parties run on the operator's machine, which "
+                "holds all their keys: no protection against the operator (see docs/mpc.md)"
             )
         self._work = tempfile.TemporaryDirectory(prefix="fedfraud-crypten-")
         work = Path(self._work.name)
@@ -92,6 +101,7 @@ class LocalCommittee:
                 str(work / f"party-{k}.error"),
                 "--job-timeout",
                 str(self.timeout_s),
+                *self.party_args,
             ]
             with open(work / f"party-{k}.log", "wb") as logfile:
                 self._procs.append(
@@ -191,3 +201,28 @@ def _shutdown(procs: list[subprocess.Popen], work: tempfile.TemporaryDirectory) 
             p.kill()
             p.wait()
     work.cleanup()
+
+
+def check_operator_keys(committee: Committee, *, simulation: bool) -> None:
+    """An operator holding two parties' keys holds two of K shares of every update: refuse,
+    unless this is a simulation, which says so."""
+    held = [k for k in range(committee.size) if key_file(committee.directory, k).exists()]
+    if len(held) > 1 and not simulation:
+        raise ConfigError(
+            f"the operator can read the private keys of CrypTen compute parties {held} in "
+            f"{committee.directory}: with more than one it can rebuild banks' updates. Each "
+            "party runs at its own institution with only its own key (docs/mpc.md); set "
+            "crypten-simulation=true only for a local simulation"
+        )
+    if simulation:
+        log.warning(
+            "crypten-simulation: the operator runs all %d compute parties and holds their keys; "
+            "this protects nothing against the operator",
+            committee.size,
+        )
+    elif len(held) <= 1:
+        raise ConfigError(
+            "CrypTen compute parties at other institutions are not reachable from this "
+            "operator: this version runs parties only as local processes (a simulation, "
+            "crypten-simulation=true); see docs/mpc.md for the deployment plan"
+        )

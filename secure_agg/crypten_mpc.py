@@ -26,7 +26,16 @@ import numpy as np
 
 from fedfraud.errors import ConfigError, PayloadError
 from secure_agg._crypten_compat import INSTALL_HINT, crypten_installed
-from secure_agg.base import Aggregate, Payload, Role, check_weight, flatten, register, unflatten
+from secure_agg.base import (
+    Aggregate,
+    Payload,
+    Role,
+    StageContext,
+    check_weight,
+    flatten,
+    register,
+    unflatten,
+)
 from secure_agg.crypten_committee import (
     SEAL_OVERHEAD,
     SEED_BYTES,
@@ -37,8 +46,11 @@ from secure_agg.crypten_committee import (
     seal,
     share_context,
 )
-from secure_agg.crypten_launch import LocalCommittee
+from secure_agg.crypten_launch import LocalCommittee, check_operator_keys
 from secure_agg.crypten_party import JOB, RESULT
+from secure_agg.crypten_proofs import proof_of, sign_contribution
+from secure_agg.masking import load_identity
+from secure_agg.roster import BankIdentity, Roster
 
 NAME = "crypten"
 DEFAULT_PARTIES = 3
@@ -58,7 +70,10 @@ class CryptenSettings:
     parties: int | None = None  # [crypten-parties] K; if set, parties.json must list K parties
     precision: int = DEFAULT_PRECISION  # [crypten-precision] fixed-point fractional bits
     timeout_s: float = DEFAULT_TIMEOUT_S  # [crypten-timeout] seconds the committee may take
-    min_banks: int = 2  # [crypten-min-banks, else min-banks] fewest banks the parties reveal
+    min_banks: int = 3  # [crypten-min-banks, else min-banks] fewest banks the parties reveal
+    # [crypten-simulation] the operator may run every party (and hold every key): simulations
+    simulation: bool = False
+    party_roster: Path | None = None  # [crypten-party-roster] roster the local parties pin
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> CryptenSettings:
@@ -82,7 +97,13 @@ class CryptenSettings:
             parties=number("crypten-parties", None, int) if "crypten-parties" in options else None,
             precision=number("crypten-precision", DEFAULT_PRECISION, int),
             timeout_s=number("crypten-timeout", DEFAULT_TIMEOUT_S, float),
-            min_banks=number("crypten-min-banks", options.get("min-banks", 2), int),
+            min_banks=number("crypten-min-banks", options.get("min-banks", 3), int),
+            simulation=str(options.get("crypten-simulation", "")).lower() in ("1", "true", "yes"),
+            party_roster=(
+                Path(str(options["crypten-party-roster"]))
+                if options.get("crypten-party-roster")
+                else None
+            ),
         )
         if settings.parties is not None and settings.parties < 2:
             raise ConfigError(
@@ -96,8 +117,11 @@ class CryptenSettings:
             )
         if settings.timeout_s <= 0:
             raise ConfigError(f"crypten-timeout must be positive, got {settings.timeout_s}")
-        if settings.min_banks < 1:
-            raise ConfigError(f"crypten-min-banks must be at least 1, got {settings.min_banks}")
+        if settings.min_banks < 3:
+            raise ConfigError(
+                f"crypten-min-banks must be at least 3 (a sum of two banks reveals each to the "
+                f"other), got {settings.min_banks}"
+            )
         if not settings.parties_dir.is_dir():
             raise ConfigError(
                 f"crypten-parties-dir {settings.parties_dir} does not exist; create the "
@@ -131,16 +155,37 @@ class CryptenAggregator:
 
     name = NAME
 
-    def __init__(self, role: Role, settings: CryptenSettings, committee: Committee):
+    def __init__(
+        self,
+        role: Role,
+        settings: CryptenSettings,
+        committee: Committee,
+        identity: tuple[BankIdentity, Roster] | None = None,
+    ):
         self.role = role
         self.settings = settings
         self.committee = committee
         # The operator runs the committee locally (see docs/mpc.md for a deployment where
         # each party runs at its own institution and the operator only relays sealed shares).
-        self.parties = LocalCommittee(committee, settings.timeout_s) if role == "server" else None
+        self.parties = None
+        if role == "server":
+            floor = max(3, settings.min_banks)
+            self.parties = LocalCommittee(
+                committee, settings.timeout_s, floor, settings.party_roster
+            )
+        # The bank's roster identity (node-config identity-path + roster-path): contributions
+        # are then signed for the stage, and compute parties that pin the roster check them.
+        self.identity = identity
 
     # -- bank ------------------------------------------------------------------------------
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         w, rnd, p = check_weight(weight), int(round), self.settings.precision
         encoded = encode(np.append(flatten(update) * w, w), p)
         if encoded[-1] <= 0:
@@ -155,7 +200,7 @@ class CryptenAggregator:
             seal(key, share, share_context(fp, k, rnd, size, p, cid))
             for k, (key, share) in enumerate(zip(self.committee.public_keys, plain, strict=True))
         )
-        meta = {
+        meta: dict[str, Any] = {
             "committee": fp,
             "parties": self.committee.size,
             "round": rnd,
@@ -163,10 +208,21 @@ class CryptenAggregator:
             "precision": p,
             "cid": cid,
         }
+        if self.identity is not None:
+            if context is None:
+                raise ConfigError(
+                    "this bank signs its CrypTen contributions (identity-path is set) but got "
+                    "no stage context (run, round, stage, participants)"
+                )
+            meta.update(sign_contribution(self.identity[0], context, chunks))
         return Payload(NAME, chunks, meta)
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         if aggregate.backend != NAME:
             raise PayloadError(f"payload made by backend '{aggregate.backend}', expected '{NAME}'")
@@ -207,7 +263,9 @@ class CryptenAggregator:
         size, rnd = _int_meta(first, "size"), _int_meta(first, "round")
         jobs = []
         for k in range(self.committee.size):
-            contributions = [[bank, str(p.meta["cid"])] for bank, p in valid.items()]
+            contributions = [
+                [bank, str(p.meta["cid"]), proof_of(p.meta)] for bank, p in valid.items()
+            ]
             meta = {
                 "committee": self.committee.fingerprint,
                 "party": k,
@@ -313,7 +371,11 @@ def _int_meta(meta: Mapping[str, Any], key: str) -> int:
 def provision(directory: Path, num_banks: int) -> dict[str, Any]:
     """Simulation key material: a fresh committee of DEFAULT_PARTIES parties in `directory`."""
     committee = init_parties(Path(directory) / "crypten-parties", DEFAULT_PARTIES)
-    return {"crypten-parties-dir": str(committee.directory), "crypten-parties": committee.size}
+    return {
+        "crypten-parties-dir": str(committee.directory),
+        "crypten-parties": committee.size,
+        "crypten-simulation": True,
+    }
 
 
 @register(NAME, provision)
@@ -326,9 +388,12 @@ def _factory(role: Role, options: Mapping[str, Any]) -> CryptenAggregator:
             f"crypten-parties={settings.parties}; set crypten-parties={committee.size} or "
             "provision a new committee"
         )
+    if role == "server":
+        check_operator_keys(committee, simulation=settings.simulation)
     if role == "server" and not crypten_installed():
         raise ConfigError(f"the operator runs the CrypTen committee; install it: {INSTALL_HINT}")
-    return CryptenAggregator(role, settings, committee)
+    identity = load_identity(options) if role == "client" else None
+    return CryptenAggregator(role, settings, committee, identity)
 
 
 __all__ = ["CryptenAggregator", "CryptenSettings", "encode", "init_parties"]

@@ -36,6 +36,8 @@ from secure_agg.crypten_committee import (
     open_sealed,
     share_context,
 )
+from secure_agg.crypten_proofs import PartyRules
+from secure_agg.roster import Roster
 
 JOB = "crypten-job"
 RESULT = "crypten-result"
@@ -44,9 +46,10 @@ RESULT = "crypten-result"
 class Party:
     """Party `party` of `committee`, holding its private key and (once joined) a communicator."""
 
-    def __init__(self, committee: Committee, party: int):
+    def __init__(self, committee: Committee, party: int, rules: PartyRules | None = None):
         self.committee = committee
         self.party = party
+        self.rules = rules or PartyRules()  # this party's own floor, roster and served sums
         self.key = load_party_key(committee, party)  # fail before the slow CrypTen import
         self.crypten: Any = None
 
@@ -75,7 +78,10 @@ class Party:
             raise PayloadError("job lists a different number of contributions than it carries")
         shares: list[np.ndarray | None] = []
         rejected: dict[str, str] = {}
-        for (bank, cid), sealed in zip(contributions, job.chunks, strict=True):
+        self.stages: list = []  # per contribution: the (run, stage, participants) it signed
+        for item, sealed in zip(contributions, job.chunks, strict=True):
+            bank, cid = str(item[0]), str(item[1])
+            proof = item[2] if len(item) > 2 else None
             context = share_context(
                 self.committee.fingerprint,
                 self.party,
@@ -85,6 +91,7 @@ class Party:
                 cid,
             )
             try:
+                signed = self.rules.check_share(self.party, bank, int(meta["round"]), proof, sealed)
                 plain = open_sealed(self.key, sealed, context)
                 if self.party == 0 and len(plain) == 8 * size:
                     shares.append(np.frombuffer(plain, dtype="<i8"))
@@ -92,9 +99,11 @@ class Party:
                     shares.append(expand_mask(plain, size))
                 else:
                     raise PayloadError(f"opened share has {len(plain)} bytes, the wrong size")
+                self.stages.append(signed)
             except PayloadError as exc:
                 rejected[bank] = f"compute party {self.party}: {exc}"
                 shares.append(None)
+                self.stages.append(None)
         return shares, rejected
 
     def reveal_sum(
@@ -115,12 +124,15 @@ class Party:
         # A contribution is summed only if every party could open its share of it.
         mine = torch.tensor([s is not None for s in shares], dtype=torch.long)
         agreed = [i for i, ok in enumerate(comm.all_reduce(mine, op=ReduceOp.MIN).tolist()) if ok]
-        min_banks = int(job.meta["min_banks"])
-        if len(agreed) < min_banks:
-            raise PayloadError(
-                f"only {len(agreed)} contribution(s) could be opened by every compute party; "
-                f"the committee reveals no sum of fewer than {min_banks} banks"
-            )
+        banks = [str(c[0]) for c in json.loads(str(job.meta["contributions"]))]
+        # The floor, the stage and "one sum per stage" are this party's own rules: the
+        # operator's min_banks can only raise the floor.
+        self.rules.check_sum(
+            int(job.meta["round"]),
+            int(job.meta["min_banks"]),
+            [banks[i] for i in agreed],
+            [self.stages[i] for i in agreed],
+        )
         local = np.zeros(int(job.meta["size"]), dtype=np.int64)
         for i in agreed:
             local += shares[i]  # int64 wraps around: addition in the ring Z_2^64
@@ -136,7 +148,7 @@ class Party:
         """Do this party's part of one aggregation; the result to hand back."""
         shares, rejected = self.open_shares(job)
         total, agreed = self.reveal_sum(job, shares)
-        banks = [bank for bank, _ in json.loads(str(job.meta["contributions"]))]
+        banks = [str(c[0]) for c in json.loads(str(job.meta["contributions"]))]
         chunks = () if total is None else (total.astype("<i8").tobytes(),)
         meta = {
             "party": self.party,
@@ -152,10 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parties-dir", type=Path, required=True)
     parser.add_argument("--error-file", type=Path, required=True)
     parser.add_argument("--job-timeout", type=float, default=120.0)
+    # This party's own rules (its institution sets them; the operator's job cannot lower them).
+    parser.add_argument("--min-contributors", type=int, default=3)
+    parser.add_argument("--roster", type=Path, default=None, help="pinned consortium roster")
     args = parser.parse_args(argv)
     party = None
     try:
-        party = Party(load_committee(args.parties_dir), args.party)
+        roster = Roster.load(args.roster) if args.roster else None
+        rules = PartyRules(args.min_contributors, roster)
+        party = Party(load_committee(args.parties_dir), args.party, rules)
         # Watchdog: never wait for missing peers longer than the operator would.
         signal.alarm(max(1, math.ceil(args.job_timeout)))
         party.join()

@@ -12,6 +12,7 @@ from secure_agg.base import (
     Aggregate,
     Payload,
     Role,
+    StageContext,
     check_weight,
     flatten,
     register,
@@ -26,7 +27,14 @@ class PlaintextAggregator:
 
     name = NAME
 
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         w = check_weight(weight)
         vector = np.append(flatten(update) * w, w)
         return Payload(NAME, (vector.astype("<f4").tobytes(),), {"size": int(vector.size)})
@@ -56,7 +64,11 @@ class PlaintextAggregator:
         return Aggregate(out, tuple(included), rejected)
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         vector = self._decode(aggregate)
         total_weight = vector[-1]

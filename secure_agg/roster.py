@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -60,6 +61,17 @@ class RosterEntry:
 
     def to_json(self) -> dict[str, str]:
         return {"bank_id": self.bank_id, "sign": _b64(self.sign_key), "kex": _b64(self.kex_key)}
+
+    @classmethod
+    def from_json(cls, item: Any) -> RosterEntry:
+        """Inverse of `to_json` (what a bank sends the consortium in the key ceremony)."""
+        try:
+            bank = str(item["bank_id"])
+            return cls(
+                bank, _unb64(item["sign"], f"{bank} sign"), _unb64(item["kex"], f"{bank} kex")
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"roster: malformed entry {item!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -133,13 +145,8 @@ class Roster:
             raise ConfigError(f"roster {path} is not a {_FORMAT} file")
         entries: dict[str, RosterEntry] = {}
         for item in body.get("banks", []):
-            try:
-                bank = str(item["bank_id"])
-                entry = RosterEntry(
-                    bank, _unb64(item["sign"], f"{bank} sign"), _unb64(item["kex"], f"{bank} kex")
-                )
-            except (KeyError, TypeError) as exc:
-                raise ConfigError(f"roster {path}: malformed entry {item!r}") from exc
+            entry = RosterEntry.from_json(item)
+            bank = entry.bank_id
             if bank in entries:
                 raise ConfigError(f"roster {path} lists {bank} twice")
             entries[bank] = entry

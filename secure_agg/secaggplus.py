@@ -44,11 +44,13 @@ from flwr.compat.common import recorddict_compat as compat
 
 from fedfraud import round_messages as rm
 from fedfraud.errors import ConfigError, PayloadError
+from secure_agg import secaggplus_hardening as hardening
 from secure_agg.base import (
     Aggregate,
     Exchange,
     Payload,
     Role,
+    StageContext,
     check_weight,
     flatten,
     register,
@@ -57,6 +59,7 @@ from secure_agg.base import (
 from secure_agg.secaggplus_workflow import Protocol, run_exchange
 
 log = logging.getLogger("fedfraud.secaggplus")
+hardening.install_prg()  # 256-bit-seeded masks on both sides (see secaggplus_hardening.py)
 NAME = "secagg+"
 MAX_MODULUS = 2**32  # Flower documents modulus_range up to 2^32
 MAX_QUANTIZATION = 2**30  # Flower rounds through int32
@@ -197,7 +200,14 @@ class SecAggPlusAggregator:
         self.settings = settings
 
     # -- bank ------------------------------------------------------------------------------
-    def client_protect(self, update: Sequence[np.ndarray], weight: float, round: int) -> Payload:
+    def client_protect(
+        self,
+        update: Sequence[np.ndarray],
+        weight: float,
+        round: int,
+        *,
+        context: StageContext | None = None,
+    ) -> Payload:
         """Hand `[w * update..., w]` to `client_mod`, which scales and masks it; the payload
         itself only names the waiting vector (no values)."""
         w = check_weight(weight)
@@ -209,7 +219,11 @@ class SecAggPlusAggregator:
         return Payload(NAME, (), {"size": int(vector.size), "pending": token})
 
     def client_reveal(
-        self, aggregate: Payload, shapes: Sequence[tuple[int, ...]]
+        self,
+        aggregate: Payload,
+        shapes: Sequence[tuple[int, ...]],
+        *,
+        context: StageContext | None = None,
     ) -> list[np.ndarray]:
         total = _decode(aggregate)
         return unflatten(total[:-1] / total[-1], shapes)
@@ -371,7 +385,10 @@ def client_mod(routes: Mapping[str, Handler] | None = None) -> Callable[..., Mes
             return _masking_input(reply, scale, clip, step, int(envelope[_DIGITS]))
 
         try:
-            return secaggplus_mod(msg, context, answer)
+            identity = hardening.before_stage(str(stage), msg, context)
+            reply = secaggplus_mod(msg, context, answer)
+            hardening.after_stage(str(stage), reply, msg, identity)
+            return reply
         except _Refused as refused:
             return Message(refused.error, reply_to=msg)
         except Exception as exc:  # a protocol step failed here: say which, as a bank error

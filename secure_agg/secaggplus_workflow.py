@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common import FitIns, Parameters, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.compat.grid_client_proxy import GridClientProxy
 from flwr.server.strategy import Strategy
@@ -28,6 +28,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 
 from fedfraud import round_messages as rm
 from secure_agg.base import Payload
+from secure_agg.secaggplus_hardening import KeySignatureRelay
 
 log = logging.getLogger("fedfraud.secaggplus")
 COLLECT = "collect_masked_vectors"  # the stage in which banks compute what they mask
@@ -153,6 +154,7 @@ class _RecordingGrid:
 
     def __init__(self, grid: Any):
         self._grid = grid
+        self.relay = KeySignatureRelay()  # the banks' roster signatures on their public keys
         self.stages: list[tuple[str, list[Message], list[Message]]] = []
         self.seconds: dict[str, float] = {}
 
@@ -162,8 +164,12 @@ class _RecordingGrid:
     def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Message]:
         sent = list(messages)
         stage = str(sent[0].content.config_records[RECORD_KEY_CONFIGS][Key.STAGE]) if sent else ""
+        if stage == Stage.SHARE_KEYS:
+            self.relay.attach(sent)
         start = time.perf_counter()
         received = list(self._grid.send_and_receive(sent, timeout=timeout))
+        if stage == Stage.SETUP:
+            self.relay.collect(received)
         self.seconds[stage] = time.perf_counter() - start
         self.stages.append((stage, sent, received))
         return received

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedfraud import round_messages as rm
 from fedfraud.baselines import centralized, centralized_same_features, local_only
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, VAL, BankTable, build_bank_table
@@ -28,11 +29,23 @@ from fedfraud.metrics import (
     score_metrics,
     sum_counts,
 )
+from fedfraud.privacy import LEDGER_FILE, RECORD, PrivacyLedger, uses
+from fedfraud.privacy.accountant import epsilons_by_unit
 from fedfraud.rings import bank_rings
 from fedfraud.run_model import save_run_model
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
 from fl_server.app import GLOBAL_MODEL_FILE, RESULTS_FILE
-from secure_agg import Payload, available, get, provision, validate
+from secure_agg import (
+    Payload,
+    SecureAggregator,
+    StageContext,
+    available,
+    get,
+    provision,
+    validate,
+)
+from secure_agg.consortium import CONSORTIUM_DIR_KEY, provision_consortium
+from secure_agg.roster import IDENTITY_FILE, ROSTER_FILE
 
 log = logging.getLogger("fedfraud.simulate")
 Progress = Callable[[str, dict[str, Any]], None]  # (event, details)
@@ -148,20 +161,108 @@ def run_federation(
     return outcome["results"]
 
 
+def provision_banks(config: RunConfig, keys_dir: Path, banks: list[str]) -> Path:
+    """Roster, identities and one pinned policy per simulated bank (secure_agg/consortium.py):
+    each bank allows exactly this run's backend and model, pins the code this process runs,
+    and holds the run's DP settings as its own floor."""
+    from fl_client.bundle import running_app_hash
+
+    return provision_consortium(
+        keys_dir / "consortium",
+        banks,
+        allowed_backends=[config.secure_agg],
+        allowed_models=[config.model],
+        min_contributors=config.min_banks,
+        max_epsilon=config.dp_epsilon if config.dp else None,
+        max_delta=config.dp_delta,
+        privacy_budget=config.privacy_budget or None,
+        app_hash=running_app_hash(),
+    )
+
+
+def bank_options(config: RunConfig, shared_options: Mapping[str, Any], bank: str) -> dict:
+    """Backend options of simulated `bank`, as its ClientApp builds them: the run-config, its
+    roster identity (from the consortium the runner or a test provisioned) and the keys."""
+    options = {**config.to_run_config(), **shared_options}
+    if options.get("roster-path"):
+        consortium = Path(str(options["roster-path"])).parent
+    elif options.get(CONSORTIUM_DIR_KEY):
+        consortium = Path(str(options[CONSORTIUM_DIR_KEY]))
+    else:
+        return options
+    roster = {"roster-path": str(consortium / ROSTER_FILE)}
+    return {**options, **roster, "identity-path": str(consortium / bank / IDENTITY_FILE)}
+
+
+def open_round_model(
+    agg: SecureAggregator,
+    results: Mapping[str, Any],
+    bank: str,
+    payload: Payload,
+    rnd: int,
+    shapes: list[tuple[int, ...]],
+) -> list[np.ndarray]:
+    """Open training round `rnd`'s aggregate as simulated `bank` opens it (`agg` built from
+    `bank_options`): masked CKKS needs the round's stage, its run label and participants."""
+    (record,) = [r for r in results["rounds"] if int(r["round"]) == rnd]
+    stage = StageContext(
+        str(results.get("run_label", "")),
+        rnd,
+        rm.TRAIN_STAGE,
+        tuple(record.get("participants", ())),
+        bank,
+    )
+    return agg.client_reveal(payload, shapes, context=stage)
+
+
+def ledger_epsilons(
+    config: RunConfig, results: dict[str, Any], data_dir: Path, banks: list[str]
+) -> None:
+    """Per-bank ε for results.json, read from the banks' own ledgers (banks no longer send ε
+    to the operator): per round, this run's record-level ε and each ledger's total so far."""
+    if not config.dp:
+        return
+    label = results.get("run_label")
+    latest: dict[str, float] = {}
+    totals: dict[str, dict[str, float]] = {}
+    for bank in banks:
+        spends = PrivacyLedger(data_dir / bank / LEDGER_FILE, bank).spends()
+        earlier = [s for s in spends if s.run != label]
+        mine = [s for s in spends if s.run == label]
+        for record in results["rounds"]:
+            upto = [s for s in mine if s.round <= record["round"]]
+            if not upto:
+                continue
+            delta = upto[-1].delta
+            total = epsilons_by_unit(((s.unit, s.mechanism) for s in earlier + upto), delta)
+            record.setdefault("ledger_epsilon", {})[bank] = total
+            totals[bank] = total
+            if uses(config, RECORD):
+                run_eps = epsilons_by_unit(((s.unit, s.mechanism) for s in upto), delta)
+                record.setdefault("epsilon", {})[bank] = run_eps[RECORD]
+                latest[bank] = run_eps[RECORD]
+    privacy = results.setdefault("privacy", {})
+    if latest:
+        privacy["epsilon_per_bank"] = latest
+    privacy["ledger_epsilon_per_bank"] = totals
+
+
 def analyse_final_model(
     config: RunConfig,
     out_dir: Path,
     shared_options: dict[str, Any],
     tables: dict[str, BankTable],
     round_models: Mapping[int, Payload],
+    results: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Researcher-side view of the federated model, only possible because a simulation holds
     all banks' keys: the per-bank tables a deployed bank keeps to itself (selected model), the
     exact (unbinned) pooled metrics beside the binned ones, the pooled test PR-AUC of every
     round's model (to check the validation-selected round against the best in hindsight) and
     the GNN's flagged account groups."""
-    agg = get(config.secure_agg, "client", {**config.to_run_config(), **shared_options})
-    first = next(iter(tables.values()))
+    bank = next(iter(tables))
+    agg = get(config.secure_agg, "client", bank_options(config, shared_options, bank))
+    first = tables[bank]
     model = build_model(config, first)
     # Same pooled moments the banks computed through secure aggregation.
     total = sum(moment_weight(t) for t in tables.values())
@@ -170,15 +271,18 @@ def analyse_final_model(
     scaler = Scaler.from_moments(moments)
     inputs = {name: make_inputs(config.model, t, scaler) for name, t in tables.items()}
 
-    def scored(payload: Payload) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        set_weights(model, agg.client_reveal(payload, weight_shapes(model)))
+    def scored(payload: Payload, rnd: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        set_weights(model, open_round_model(agg, results, bank, payload, rnd, weight_shapes(model)))
         return {name: predict(model, inputs[name], TEST) for name in tables}
 
     by_round = {}
     for rnd, payload in sorted(round_models.items()):
-        counts = [ScoreCounts.of(y, s) for y, s in scored(payload).values()]
+        counts = [ScoreCounts.of(y, s) for y, s in scored(payload, rnd).values()]
         by_round[str(rnd)] = pooled_metrics(sum_counts(counts))["pr_auc"]
-    selected = scored(Payload.from_bytes((out_dir / GLOBAL_MODEL_FILE).read_bytes()))
+    selected = scored(
+        Payload.from_bytes((out_dir / GLOBAL_MODEL_FILE).read_bytes()),
+        int(results["final"]["selected_round"]),
+    )
     out: dict[str, Any] = {"per_bank": {}, "test_pr_auc_by_round": by_round}
     for name, (y, s) in selected.items():
         table = tables[name]
@@ -229,8 +333,12 @@ def simulate(
     round_models: dict[int, Payload] = {}
     with tempfile.TemporaryDirectory(prefix="fedfraud-keys-") as keys_dir:
         shared = {**provision(config.secure_agg, Path(keys_dir), config.num_banks), **options}
+        shared[CONSORTIUM_DIR_KEY] = str(provision_banks(config, Path(keys_dir), list(tables)))
         results = run_federation(config, shared, progress, round_models)
-        results["analysis"] = analyse_final_model(config, out_dir, shared, tables, round_models)
+        ledger_epsilons(config, results, data_dir, list(tables))
+        results["analysis"] = analyse_final_model(
+            config, out_dir, shared, tables, round_models, results
+        )
     if baselines:
         if progress:
             progress("baselines", {})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fedfraud.audit import AuditError, AuditLog, verify
+from fedfraud.audit import AuditError, AuditLog, OperatorSigner, verify
 from tests.conftest import fedfraud
 
 
@@ -14,6 +14,16 @@ def write_log(path: Path, rounds: int = 4) -> AuditLog:
     log.append("start", config={"num_rounds": rounds})
     for rnd in range(1, rounds + 1):
         log.append("round", round=rnd, banks=["bank-00", "bank-01"], epsilon={"bank-00": 0.5})
+    return log
+
+
+def write_signed_log(path: Path, rounds: int = 3) -> AuditLog:
+    """What the operator writes: signed entries, ending with `finish` (the CLI requires both)."""
+    log = AuditLog(path, OperatorSigner.load_or_create(path.parent / "keys" / "op.pem"))
+    log.append("start", config={"num_rounds": rounds})
+    for rnd in range(1, rounds + 1):
+        log.append("round", round=rnd, banks=["bank-00", "bank-01", "bank-02"])
+    log.append("finish", completed_rounds=rounds)
     return log
 
 
@@ -107,7 +117,7 @@ def test_appending_to_a_tampered_log_is_refused(tmp_path):
 
 def test_cli_audit_verify_exits_2_with_the_entry_number(tmp_path):
     path = tmp_path / "audit.jsonl"
-    write_log(path)
+    write_signed_log(path)
     ok = fedfraud("audit", "verify", str(path), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "5 entries" in ok.stdout
@@ -121,10 +131,72 @@ def test_cli_audit_verify_exits_2_with_the_entry_number(tmp_path):
 
 def test_cli_audit_verify_checks_the_checkpoint_anchor(tmp_path):
     path = tmp_path / "audit.jsonl"
-    log = write_log(path)
+    log = write_signed_log(path)
     (tmp_path / "checkpoint").mkdir()
     state = {"audit": {"entries": log.head.entries, "sha256": log.head.sha256}}
     (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
     path.write_text("".join(lines(path)[:-1]))
     bad = fedfraud("audit", "verify", str(path), cwd=tmp_path)
     assert bad.returncode == 2 and "entry 5" in bad.stderr, bad.stderr
+
+
+def test_cli_audit_verify_refuses_unsigned_and_unfinished_logs(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    write_log(path)  # no operator key, no finish entry
+    bad = fedfraud("audit", "verify", str(path), cwd=tmp_path)
+    assert bad.returncode == 2 and "unsigned" in bad.stderr
+    signed = tmp_path / "signed" / "audit.jsonl"
+    write_signed_log(signed)
+    signed.write_text("".join(lines(signed)[:-1]))  # finish entry cut off
+    bad = fedfraud("audit", "verify", str(signed), cwd=tmp_path)
+    assert bad.returncode == 2 and "without a finish entry" in bad.stderr
+    ok = fedfraud("audit", "verify", str(signed), "--allow-unfinished", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_operator_signature_over_an_edited_entry_fails(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = write_signed_log(path)
+    assert verify(path, signed=True, finished=True) == log.head
+    rows = lines(path)
+    entry = json.loads(rows[1])
+    entry["op_sig"] = json.loads(rows[2])["op_sig"]  # another entry's signature
+    rows[1] = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+    path.write_text("".join(rows))
+    assert bad_entry(path, signed=True) == 2
+
+
+def test_round_entries_need_every_participants_roster_signature(tmp_path):
+    import base64
+
+    from secure_agg.roster import IDENTITY_FILE, BankIdentity, Roster, init_roster, statement
+
+    banks = ["bank-00", "bank-01", "bank-02"]
+    roster = init_roster(banks, tmp_path / "roster")
+    ids = {b: BankIdentity.load(tmp_path / "roster" / b / IDENTITY_FILE) for b in banks}
+
+    def contribution(bank: str, digest: str) -> dict[str, str]:
+        msg = statement(run="r1", round=1, stage="train", digest=digest, participants=banks)
+        return {"digest": digest, "signature": base64.b64encode(ids[bank].sign(msg)).decode()}
+
+    def write(path: Path, contributions: dict, participants=banks) -> Path:
+        log = AuditLog(path, OperatorSigner.load_or_create(tmp_path / "op.pem"))
+        log.append("start", run="r1")
+        log.append(
+            "round",
+            round=1,
+            banks=banks,
+            participants=participants,
+            contributions=contributions,
+        )
+        log.append("finish")
+        return path
+
+    checks = (Roster.load(tmp_path / "roster" / "roster.json").verify, statement)
+    good = {b: contribution(b, f"{i:064x}") for i, b in enumerate(banks)}
+    assert verify(write(tmp_path / "ok.jsonl", good), signed=True, banks=checks).entries == 3
+    dropped = {b: good[b] for b in banks[:2]}
+    assert bad_entry(write(tmp_path / "drop.jsonl", dropped), banks=checks) == 2
+    forged = {**good, "bank-02": {**good["bank-02"], "digest": "ff" * 32}}
+    assert bad_entry(write(tmp_path / "forged.jsonl", forged), banks=checks) == 2
+    assert roster.banks == tuple(banks)

@@ -165,10 +165,21 @@ class BankRound:
         rnd: int,
         num_train: int,
         seed: int | None = None,
+        *,
+        delta: float | None = None,
+        budget: float | None = None,
+        min_contributors: int | None = None,
     ) -> BankRound:
-        """Plan the round; raises BudgetExceededError if it would exceed the bank's budget."""
+        """Plan the round; raises BudgetExceededError if it would exceed the bank's budget.
+
+        `delta`, `budget` and `min_contributors` come from the bank's own policy: with them the
+        mechanisms and the ledger use the bank's δ, and each bank's share of distributed noise
+        assumes only `min_contributors` banks in the sum, whatever the run-config says."""
+        if delta is not None or min_contributors is not None:
+            m = min_contributors or config.min_banks
+            config = config.replace(dp_delta=delta or config.dp_delta, num_banks=m, min_banks=m)
         level = dp_level(config)
-        budget = resolve_budget(node_config, config)
+        budget = budget if budget is not None else resolve_budget(node_config, config)
         if level == "off":
             if budget is not None:
                 raise BudgetExceededError(

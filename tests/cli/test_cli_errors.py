@@ -13,7 +13,7 @@ def ulb_like_banks(tmp_path):
 
     rng = np.random.default_rng(0)
     write_banks(
-        {f"bank-{i:02d}": random_bank(rng, 600, 0, accounts=False) for i in range(2)},
+        {f"bank-{i:02d}": random_bank(rng, 600, 0, accounts=False) for i in range(3)},
         tmp_path / "ulb",
     )
     return tmp_path / "ulb"
@@ -52,7 +52,7 @@ def test_gnn_on_data_without_accounts_says_use_mlp(tmp_path, ulb_like_banks):
         "--data",
         str(ulb_like_banks),
         "--banks",
-        "2",
+        "3",
         "--model",
         "gnn",
         cwd=tmp_path,

@@ -12,25 +12,45 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedfraud import round_messages as rm
 from fedfraud.data.store import write_banks
+from fedfraud.policy import ALL_BACKENDS
 from fl_client.app import app as client_app
 from secure_agg import Payload
+from secure_agg.consortium import policy_file, provision_consortium
+from secure_agg.roster import ROSTER_FILE
 from tests.conftest import random_bank
 
 
-class RecordingGrid:
-    """Delivers each message to the bank's real ClientApp; keeps what each bank protected."""
+def bank_consortium(directory: Path, banks: list[str], **policy) -> dict[str, dict[str, str]]:
+    """Roster, identities and policies for `banks` (every backend allowed unless `policy` says
+    otherwise); returns each bank's policy node-config keys."""
+    policy = {"allowed_backends": list(ALL_BACKENDS), **policy}
+    provision_consortium(directory, banks, **policy)
+    return {b: {"policy-path": str(policy_file(directory, b))} for b in banks}
 
-    def __init__(self, data_dir: Path, banks: list[str]):
+
+class RecordingGrid:
+    """Delivers each message to the bank's real ClientApp; keeps what each bank protected.
+    Every bank pins a policy and the consortium roster (in `data_dir`/../consortium); pass
+    `options` to the operator (it names the roster)."""
+
+    def __init__(self, data_dir: Path, banks: list[str], **policy):
+        consortium = data_dir.parent / "consortium"
+        policies = bank_consortium(consortium, banks, **policy)
+        self.options = {"roster-path": str(consortium / ROSTER_FILE)}
         self.contexts = {
             200 + i: Context(
-                1, 200 + i, {"data-path": str(data_dir / b), "bank-id": b}, RecordDict(), {}
+                1,
+                200 + i,
+                {"data-path": str(data_dir / b), "bank-id": b, **policies[b]},
+                RecordDict(),
+                {},
             )
             for i, b in enumerate(banks)
         }
         self.protected: dict[int, dict[str, tuple[list[np.ndarray], float]]] = {}
         self.current_bank = ""
         self.current_type = ""
-        self.aggregates_sent: dict[int, Payload] = {}  # round -> global model it carried
+        self.evaluated: dict[int, Payload] = {}  # round -> its aggregate, sent to be validated
         self.sent = 0
 
     def get_node_ids(self):
@@ -41,9 +61,10 @@ class RecordingGrid:
         for msg in messages:
             self.sent += 1
             msg.metadata.__dict__["_message_id"] = f"m{self.sent}"  # as Flower's push does
-            if msg.metadata.message_type == "train" and rm.GLOBAL in msg.content:
-                rnd = int(msg.content[rm.CONFIG][rm.ROUND])
-                self.aggregates_sent[rnd] = Payload.from_record(msg.content[rm.GLOBAL])
+            config = msg.content[rm.CONFIG]
+            if msg.metadata.message_type == "evaluate" and config.get(rm.SPLIT) == "val":
+                rnd = int(config[rm.ROUND])
+                self.evaluated[rnd] = Payload.from_record(msg.content[rm.MODEL])
             context = self.contexts[msg.metadata.dst_node_id]
             self.current_bank = str(context.node_config["bank-id"])
             self.current_type = msg.metadata.message_type
@@ -56,11 +77,11 @@ class RecordingGrid:
         """Wrap an aggregator's client_protect to keep each bank's clear training update (rounds
         >= 1; evaluation's score counts are protected too, and are not an update)."""
 
-        def wrapped(aggregator, update, weight, round):
+        def wrapped(aggregator, update, weight, round, **kw):
             if round >= 1 and self.current_type == "train":
                 clear = [np.array(a, dtype=np.float64) for a in update]
                 self.protected.setdefault(round, {})[self.current_bank] = (clear, float(weight))
-            return protect(aggregator, update, weight, round)
+            return protect(aggregator, update, weight, round, **kw)
 
         return wrapped
 

@@ -34,7 +34,15 @@ def test_flwr_run_local_simulation_writes_results(small_consortium, tmp_path):
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     }
     out = tmp_path / "out"
-    run_config = f"data-dir='{small_consortium}' out-dir='{out}' num-rounds=2 num-banks=3"
+    # Simulated banks read the policies written for them (issue 13); allow this run's backend.
+    from secure_agg.consortium import provision_consortium
+
+    banks = sorted(p.name for p in small_consortium.iterdir() if p.is_dir())
+    consortium = provision_consortium(tmp_path / "consortium", banks, allowed_backends=["none"])
+    run_config = (
+        f"data-dir='{small_consortium}' out-dir='{out}' num-rounds=2 num-banks=3 "
+        f"consortium-dir='{consortium}'"
+    )
     try:
         proc = subprocess.run(
             [
@@ -54,6 +62,7 @@ def test_flwr_run_local_simulation_writes_results(small_consortium, tmp_path):
             cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert (out / "results.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
         results = json.loads((out / "results.json").read_text())
         assert [r["num_results"] for r in results["rounds"]] == [3, 3]
     finally:

@@ -61,7 +61,7 @@ def test_a_bad_last_round_is_not_selected_and_test_rows_score_the_selected_model
     out = tmp_path / "out"
     cfg = RunConfig(num_banks=3, num_rounds=3, patience=0, out_dir=str(out))
     grid = EvaluationGrid(unequal_banks, banks_of(unequal_banks))
-    results = run_operator(grid, cfg, {})
+    results = run_operator(grid, cfg, grid.options)
 
     val = [r["metrics"]["pooled"]["pr_auc"] for r in results["rounds"]]
     assert val[2] < max(val[:2]) - 0.1  # the sabotage did make round 3 worse on validation
@@ -86,7 +86,8 @@ def test_a_bad_last_round_is_not_selected_and_test_rows_score_the_selected_model
 def test_patience_stops_after_rounds_without_validation_gain(unequal_banks, tmp_path, monkeypatch):
     sabotage(monkeypatch, bad_round=3)
     cfg = RunConfig(num_banks=3, num_rounds=6, patience=1, out_dir=str(tmp_path / "out"))
-    results = run_operator(EvaluationGrid(unequal_banks, banks_of(unequal_banks)), cfg, {})
+    grid = EvaluationGrid(unequal_banks, banks_of(unequal_banks))
+    results = run_operator(grid, cfg, grid.options)
     val = [r["metrics"]["pooled"]["pr_auc"] for r in results["rounds"]]
     assert val[1] > val[0] and val[2] < val[1]
     assert [r["round"] for r in results["rounds"]] == [1, 2, 3]  # not the 6 asked for

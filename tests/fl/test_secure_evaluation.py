@@ -67,19 +67,19 @@ def test_secure_pooled_metrics_equal_the_pooled_metrics_of_the_rows(
     cls = type(get(backend, "client", shared))
     protect = cls.client_protect
 
-    def recording(self, update, weight, round):
+    def recording(self, update, weight, round, **kw):
         if sum(np.size(u) for u in update) == ScoreCounts.vector_size():
             sent.append((grid.current_bank, np.concatenate([np.ravel(u) for u in update])))
-        return protect(self, update, weight, round)
+        return protect(self, update, weight, round, **kw)
 
     monkeypatch.setattr(cls, "client_protect", recording)
-    results = run_operator(grid, cfg, {}, shared_options=shared)
+    results = run_operator(grid, cfg, grid.options, shared_options=shared)
     # Exactly: the revealed pooled counts are the sum of what the banks protected (last: test).
     final_counts = [ScoreCounts.from_vector(v) for _, v in sent[-len(BANKS) :]]
     assert sorted(b for b, _ in sent[-len(BANKS) :]) == BANKS
     assert results["final"]["pooled"] == json_safe(pooled_metrics(sum_counts(final_counts)))
     _, tables = load_banks(cfg, typed_banks)
-    view = analyse_final_model(cfg, out, shared, tables, {})
+    view = analyse_final_model(cfg, out, {**shared, **grid.options}, tables, {}, results)
     assert_pooled_equals_clear_rows(results, view, tol=0.0 if backend == "none" else 1e-3)
     # Validation is pooled the same way, over every bank's validation rows.
     val_rows = sum(int((t.split == 1).sum()) for t in tables.values())

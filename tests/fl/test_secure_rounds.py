@@ -8,8 +8,6 @@ test can compute the exact mean the protected aggregate must equal."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -20,6 +18,7 @@ from fl_server.app import GLOBAL_MODEL_FILE, run_operator
 from secure_agg import Payload, get, provision
 from secure_agg.ckks import CKKSAggregator
 from secure_agg.crypten_mpc import CryptenAggregator
+from simulations.runner import bank_options, open_round_model
 from tests.fl.conftest import RecordingGrid
 
 AGGREGATORS = {"ckks": CKKSAggregator, "crypten": CryptenAggregator}
@@ -48,28 +47,22 @@ def test_secure_aggregate_equals_plaintext_weighted_fedavg_every_round(
     grid = RecordingGrid(unequal_banks, banks)
     cls = AGGREGATORS[backend]
     monkeypatch.setattr(cls, "client_protect", grid.recording(cls.client_protect))
-    run_operator(grid, cfg, {}, shared_options=shared)
+    results = run_operator(grid, cfg, grid.options, shared_options=shared)
 
-    bank_side = get(backend, "client", shared)
+    bank_side = get(backend, "client", bank_options(cfg, {**shared, **grid.options}, banks[0]))
     table = load_table(unequal_banks / banks[0], banks[0])
     shapes = weight_shapes(build_model(cfg, table))
-    aggregates = _globals(grid, tmp_path, rounds)
+    aggregates = grid.evaluated  # each round's aggregate, as the operator sent it
     for rnd in range(1, rounds + 1):
         sent = grid.protected[rnd]
         assert set(sent) == set(banks)
         total = sum(weight for _, weight in sent.values())
         assert len({w for _, w in sent.values()}) == len(banks)  # sample counts, all different
-        revealed = bank_side.client_reveal(aggregates[rnd], shapes)
+        revealed = open_round_model(bank_side, results, banks[0], aggregates[rnd], rnd, shapes)
         for i in range(len(shapes)):
             expected = sum(w * update[i] for update, w in sent.values()) / total
             assert np.abs(revealed[i] - expected).max() <= 1e-5, (rnd, i)
     # The operator's files never held a clear model: the saved global is still protected.
-    assert aggregates[rounds].backend == backend
-
-
-def _globals(grid: RecordingGrid, tmp_path: Path, rounds: int) -> dict[int, Payload]:
-    """Aggregate of round r = the global model the operator sent in round r+1 (or saved)."""
-    out = {rounds: Payload.from_bytes((tmp_path / "out" / GLOBAL_MODEL_FILE).read_bytes())}
-    for rnd in range(1, rounds):
-        out[rnd] = grid.aggregates_sent[rnd + 1]
-    return out
+    saved = Payload.from_bytes((tmp_path / "out" / GLOBAL_MODEL_FILE).read_bytes())
+    assert saved.backend == backend
+    assert saved.to_bytes() == aggregates[results["final"]["selected_round"]].to_bytes()

@@ -5,6 +5,9 @@ search would find them."""
 
 from __future__ import annotations
 
+import secrets
+from functools import partial
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -15,10 +18,13 @@ from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.data.store import read_bank
 from fl_client.bank import load_table
+from fl_server.consortium import Proof, stage_record
 from secure_agg import Payload, get
 from secure_agg.base import flatten
+from tests.fl.conftest import bank_consortium
 
 BANK = "bank-00"
+BANKS = ["bank-00", "bank-01", "bank-02"]
 
 
 pytestmark = pytest.mark.usefixtures("task_identity")
@@ -31,9 +37,9 @@ class Spy:
         self.inner = inner
         self.protected: list[tuple[np.ndarray, float]] = []
 
-    def client_protect(self, update, weight, round):
+    def client_protect(self, update, weight, round, **kw):
         self.protected.append((flatten(update), float(weight)))
-        return self.inner.client_protect(update, weight, round)
+        return self.inner.client_protect(update, weight, round, **kw)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -44,10 +50,28 @@ def wire_bytes(message: Message) -> bytes:
     return b"".join(obj.deflate() for obj in get_all_nested_objects(message).values())
 
 
-def send(handler, banks, bank: str, config: RunConfig, options, kind: str, extra=None) -> Message:
-    content = RecordDict({rm.CONFIG: ConfigRecord({**config.to_run_config(), rm.ROUND: 1})})
-    for key, payload in (extra or {}).items():
-        content[key] = ConfigRecord(payload.to_record())
+def send(
+    handler,
+    banks,
+    bank: str,
+    config: RunConfig,
+    options,
+    kind: str,
+    run: str,
+    extra=None,
+    stage: str | None = None,
+    settings=None,
+) -> Message:
+    stage = stage or (rm.STATS if kind == f"query.{rm.STATS}" else kind)
+    rnd = 0 if stage == rm.STATS else 1
+    content = RecordDict(
+        {
+            rm.CONFIG: ConfigRecord({**config.to_run_config(), rm.ROUND: rnd, **(settings or {})}),
+            rm.STAGE: stage_record(run, stage, BANKS),
+        }
+    )
+    for key, value in (extra or {}).items():
+        content[key] = value
     msg = Message(content, dst_node_id=1, message_type=kind)
     node_config = {"data-path": str(banks / bank), "bank-id": bank, **options}
     context = Context(1, 1, node_config, RecordDict(), {})
@@ -70,11 +94,19 @@ def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy,
     """Run the stats stage for three banks and one train call for BANK; return what BANK sent."""
     bank_options, server_options = backend_options(backend, tmp_path)
     config = RunConfig(num_banks=3, num_rounds=1, secure_agg=backend, seed=3)
-    stats = {}
-    for bank in ("bank-00", "bank-01", "bank-02"):
-        reply = send(client_app.stats, banks, bank, config, bank_options, "query.stats")
+    policies = bank_consortium(tmp_path / "consortium", BANKS)
+    run = secrets.token_hex(8)  # the operator's run label, signed over
+    stats, signatures = {}, {}
+    for bank in BANKS:
+        options = {**bank_options, **policies[bank]}
+        reply = send(client_app.stats, banks, bank, config, options, "query.stats", run)
         stats[bank] = Payload.from_record(reply.content[rm.UPDATE])
+        record = reply.content[rm.BANK]
+        signatures[bank] = (record[rm.DIGEST], record[rm.SIGNATURE])
     scaler = get(backend, "server", server_options).server_aggregate(stats).payload
+    proof = Proof(run, 0, rm.STATS, tuple(BANKS), signatures, stats)
+    extra = {rm.SCALER: ConfigRecord(scaler.to_record()), **proof.records(rm.SCALER)}
+    bank_options = {**bank_options, **policies[BANK]}
 
     spy: list[Spy] = []
 
@@ -84,7 +116,7 @@ def train_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Spy,
 
     real_aggregator = client_app.aggregator
     monkeypatch.setattr(client_app, "aggregator", spying_aggregator)
-    reply = send(client_app.train, banks, BANK, config, bank_options, "train", {rm.SCALER: scaler})
+    reply = send(client_app.train, banks, BANK, config, bank_options, "train", run, extra)
     assert Payload.from_record(reply.content[rm.UPDATE]).backend == backend
     return wire_bytes(reply), spy[-1], reply
 
@@ -151,29 +183,35 @@ def test_control_plaintext_bank_visibly_sends_its_update(small_consortium, tmp_p
 
 
 # -- evaluation: only protected score counts leave, never the bank's own metrics ---------------
+def signed_stage(banks, handler, kind, stage, config, options, run, server, extra=None):
+    """Every bank answers one stage; returns the aggregate and the records proving it."""
+    payloads, signatures = {}, {}
+    for bank in BANKS:
+        reply = send(handler, banks, bank, config, options[bank], kind, run, extra, stage)
+        payloads[bank] = Payload.from_record(reply.content[rm.UPDATE])
+        record = reply.content[rm.BANK]
+        signatures[bank] = (record[rm.DIGEST], record[rm.SIGNATURE])
+    agg = server.server_aggregate(payloads).payload
+    rnd = 0 if stage == rm.STATS else 1
+    return agg, Proof(run, rnd, stage, tuple(BANKS), signatures, payloads)
+
+
 def evaluate_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, Message, dict]:
     """Stats + one train round for three banks, then BANK's evaluate reply for the global
     model; returns what BANK sent, the reply, and the counts / own metrics it computed."""
     bank_options, server_options = backend_options(backend, tmp_path)
     config = RunConfig(num_banks=3, num_rounds=1, secure_agg=backend, seed=3)
     server = get(backend, "server", server_options)
-    names = ("bank-00", "bank-01", "bank-02")
-    stats = {
-        b: Payload.from_record(
-            send(client_app.stats, banks, b, config, bank_options, "query.stats").content[rm.UPDATE]
-        )
-        for b in names
+    policies = bank_consortium(tmp_path / "consortium", BANKS)
+    options = {b: {**bank_options, **policies[b]} for b in BANKS}
+    run = secrets.token_hex(8)
+    stage = partial(signed_stage, banks, config=config, options=options, run=run, server=server)
+    scaler, scaler_proof = stage(client_app.stats, "query.stats", rm.STATS)
+    scaler_records = {
+        rm.SCALER: ConfigRecord(scaler.to_record()),
+        **scaler_proof.records(rm.SCALER),
     }
-    scaler = server.server_aggregate(stats).payload
-    updates = {
-        b: Payload.from_record(
-            send(
-                client_app.train, banks, b, config, bank_options, "train", {rm.SCALER: scaler}
-            ).content[rm.UPDATE]
-        )
-        for b in names
-    }
-    model = server.server_aggregate(updates).payload
+    model, model_proof = stage(client_app.train, "train", rm.TRAIN_STAGE, extra=scaler_records)
     seen: dict = {}
     real_pooled = client_app.pooled_metrics
 
@@ -183,8 +221,15 @@ def evaluate_reply(banks, tmp_path, backend: str, monkeypatch) -> tuple[bytes, M
         return real_pooled(counts)
 
     monkeypatch.setattr(client_app, "pooled_metrics", spying_pooled)
-    extra = {rm.SCALER: scaler, rm.MODEL: model}
-    reply = send(client_app.evaluate, banks, BANK, config, bank_options, "evaluate", extra)
+    extra = {
+        **scaler_records,
+        rm.MODEL: ConfigRecord(model.to_record()),
+        **model_proof.records(rm.MODEL),
+    }
+    val = rm.evaluation_stage("val")
+    reply = send(
+        client_app.evaluate, banks, BANK, config, options[BANK], "evaluate", run, extra, val
+    )
     return wire_bytes(reply), reply, seen
 
 

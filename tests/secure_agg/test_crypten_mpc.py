@@ -4,6 +4,7 @@ dropout, a compute party that is down, and options that fail with the fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -52,7 +53,7 @@ def server(committee_dir: Path):
 
 
 def _backends(directory: Path, **extra):
-    options = {"crypten-parties-dir": str(directory), **extra}
+    options = {"crypten-parties-dir": str(directory), "crypten-simulation": True, **extra}
     return secure_agg.get("crypten", "client", options), secure_agg.get(
         "crypten", "server", options
     )
@@ -149,7 +150,8 @@ def test_operator_cannot_open_a_share_without_the_party_key(client, committee_di
 
 @pytest.mark.e2e
 def test_tampered_share_is_rejected_by_its_party_and_the_rest_aggregate(client, server):
-    updates, weights = _updates(3, 3, SMALL), [1.0, 2.0, 5.0]
+    # Four banks: the compute parties reveal no sum of fewer than three.
+    updates, weights = _updates(3, 4, SMALL), [1.0, 2.0, 5.0, 3.0]
     payloads = {
         f"bank-{i}": client.client_protect(u, w, 2)
         for i, (u, w) in enumerate(zip(updates, weights, strict=True))
@@ -160,31 +162,31 @@ def test_tampered_share_is_rejected_by_its_party_and_the_rest_aggregate(client, 
     payloads["bank-1"] = Payload(bad.backend, (*bad.chunks[:2], bytes(flipped)), bad.meta)
 
     agg = server.server_aggregate(payloads)
-    assert agg.included == ("bank-0", "bank-2")
+    assert agg.included == ("bank-0", "bank-2", "bank-3")
     assert "compute party 2" in agg.rejected["bank-1"]
     assert "authentication" in agg.rejected["bank-1"]
     mean = flatten(client.client_reveal(agg.payload, SMALL))
-    exact = _weighted_mean([updates[0], updates[2]], [1.0, 5.0])
+    exact = _weighted_mean([updates[0], updates[2], updates[3]], [1.0, 5.0, 3.0])
     np.testing.assert_allclose(mean, exact, atol=1e-5)
 
 
 @pytest.mark.e2e
 def test_foreign_wrong_size_and_missing_share_payloads_are_rejected(client, server, tmp_path):
     other_client, _ = _backends(init_parties(tmp_path / "other", 3).directory)
-    updates = _updates(4, 3, SMALL)
-    good = {f"bank-{i}": client.client_protect(u, 1.0, 5) for i, u in enumerate(updates[:2])}
-    short = client.client_protect(updates[2], 1.0, 5)
+    updates = _updates(4, 4, SMALL)
+    good = {f"bank-{i}": client.client_protect(u, 1.0, 5) for i, u in enumerate(updates[:3])}
+    short = client.client_protect(updates[3], 1.0, 5)
     payloads = {
         **good,
-        "foreign": other_client.client_protect(updates[2], 1.0, 5),
+        "foreign": other_client.client_protect(updates[3], 1.0, 5),
         "short": Payload(short.backend, (short.chunks[0][:-8], *short.chunks[1:]), short.meta),
         "missing": Payload(short.backend, short.chunks[:2], short.meta),
-        "stale": client.client_protect(updates[2], 1.0, 4),
+        "stale": client.client_protect(updates[3], 1.0, 4),
         "replayed": good["bank-0"],
-        "plain": secure_agg.get("none", "client").client_protect(updates[2], 1.0, 5),
+        "plain": secure_agg.get("none", "client").client_protect(updates[3], 1.0, 5),
     }
     agg = server.server_aggregate(payloads)
-    assert agg.included == ("bank-0", "bank-1")
+    assert agg.included == ("bank-0", "bank-1", "bank-2")
     assert "committee" in agg.rejected["foreign"] and "parties.json" in agg.rejected["foreign"]
     assert "share for party 0" in agg.rejected["short"]
     assert "2 shares" in agg.rejected["missing"]
@@ -192,7 +194,7 @@ def test_foreign_wrong_size_and_missing_share_payloads_are_rejected(client, serv
     assert "replayed" in agg.rejected["replayed"]
     assert "backend 'none'" in agg.rejected["plain"]
     mean = flatten(client.client_reveal(agg.payload, SMALL))
-    np.testing.assert_allclose(mean, _weighted_mean(updates[:2], [1.0, 1.0]), atol=1e-5)
+    np.testing.assert_allclose(mean, _weighted_mean(updates[:3], [1.0] * 3), atol=1e-5)
 
 
 @pytest.mark.e2e
@@ -235,7 +237,7 @@ def test_compute_party_down_fails_the_round_with_a_clear_error(committee_dir, tm
     shutil.copytree(committee_dir, broken)
     (broken / "party-2.key").unlink()  # party 2 cannot come up
     client, server = _backends(broken)
-    payloads = {f"b{i}": client.client_protect(u, 1.0, 1) for i, u in enumerate(_updates(6, 2))}
+    payloads = {f"b{i}": client.client_protect(u, 1.0, 1) for i, u in enumerate(_updates(6, 3))}
     with pytest.raises(PayloadError, match="compute party 2 failed: cannot read the private key"):
         server.server_aggregate(payloads)
     assert len(started) == 3 and all(p.poll() is not None for p in started)
@@ -243,31 +245,35 @@ def test_compute_party_down_fails_the_round_with_a_clear_error(committee_dir, tm
 
 def test_committee_that_does_not_finish_times_out_and_is_stopped(committee_dir, started):
     client, server = _backends(committee_dir, **{"crypten-timeout": 0.2})
-    payloads = {f"b{i}": client.client_protect(u, 1.0, 1) for i, u in enumerate(_updates(7, 2))}
+    payloads = {f"b{i}": client.client_protect(u, 1.0, 1) for i, u in enumerate(_updates(7, 3))}
     with pytest.raises(PayloadError, match="did not finish within crypten-timeout=0.2s"):
         server.server_aggregate(payloads)
     assert len(started) == 3 and all(p.poll() is not None for p in started)
 
 
 def test_fewer_valid_banks_than_min_banks_are_never_revealed(committee_dir, started):
-    client, server = _backends(committee_dir, **{"min-banks": 2})
-    payloads = {"only": client.client_protect(_updates(8, 1, SMALL)[0], 1.0, 1)}
-    with pytest.raises(PayloadError, match="fewer than crypten-min-banks=2"):
+    client, server = _backends(committee_dir, **{"min-banks": 3})
+    two = _updates(8, 2, SMALL)
+    payloads = {f"b{i}": client.client_protect(u, 1.0, 1) for i, u in enumerate(two)}
+    with pytest.raises(PayloadError, match="fewer than crypten-min-banks=3"):
         server.server_aggregate(payloads)
     assert not started
 
 
 @pytest.mark.e2e
 def test_parties_refuse_a_sum_that_tampering_leaves_below_min_banks(committee_dir, started):
-    client, server = _backends(committee_dir, **{"crypten-min-banks": 2})
-    payloads = {f"b{i}": client.client_protect(u, 1.0, 1) for i, u in enumerate(_updates(11, 2))}
+    client, server = _backends(committee_dir)
+    # A deviating operator asks for a sum of two (its own code refuses crypten-min-banks < 3).
+    server.settings = dataclasses.replace(server.settings, min_banks=2)
+    payloads = {f"b{i}": client.client_protect(u, 1.0, 1) for i, u in enumerate(_updates(11, 3))}
     bad = payloads["b1"]
     payloads["b1"] = Payload(
         bad.backend, (bad.chunks[0], bad.chunks[1][::-1], *bad.chunks[2:]), bad.meta
     )
     # The operator's checks pass (right sizes); only party 1 sees the bad share, and the
-    # parties, not the operator, enforce the minimum: b0's update alone is never revealed.
-    with pytest.raises(PayloadError, match="fewer than 2 banks"):
+    # parties, not the operator, enforce the minimum - their own floor of 3, above the
+    # operator's crypten-min-banks=2: b0 + b2 alone are never revealed.
+    with pytest.raises(PayloadError, match="fewer than 3 banks"):
         server.server_aggregate(payloads)
     assert all(p.poll() is not None for p in started)
 

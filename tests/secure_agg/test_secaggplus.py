@@ -356,7 +356,8 @@ def make_losing_bank_app():
 
 @pytest.fixture(scope="module")
 def federations(tmp_path_factory) -> dict[str, Any]:
-    """none then secagg+, 3 rounds on the same 3 banks, in one simulation."""
+    """none then secagg+, 3 rounds on the same 4 banks, in one simulation (four since issue 13:
+    after bank-02 is lost, min-banks 3 remain), each bank pinning a policy and the roster."""
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
@@ -367,9 +368,15 @@ def federations(tmp_path_factory) -> dict[str, Any]:
 
     tmp = tmp_path_factory.mktemp("federations")
     rng = np.random.default_rng(7)
-    frames = {f"bank-{i:02d}": random_bank(rng, 3000, 100_000 * (i + 1)) for i in range(3)}
+    frames = {f"bank-{i:02d}": random_bank(rng, 3000, 100_000 * (i + 1)) for i in range(4)}
     write_banks(frames, tmp / "banks")
-    base = RunConfig(num_banks=3, num_rounds=3, data_format="banks", data_dir=str(tmp / "banks"))
+    base = RunConfig(num_banks=4, num_rounds=3, data_format="banks", data_dir=str(tmp / "banks"))
+    from secure_agg.consortium import CONSORTIUM_DIR_KEY, provision_consortium
+
+    consortium = provision_consortium(
+        tmp / "consortium", sorted(frames), allowed_backends=["none", "secagg+"]
+    )
+    shared = {CONSORTIUM_DIR_KEY: str(consortium)}
     mp = pytest.MonkeyPatch()
     mp.setenv("FLWR_HOME", str(tmp / "flwr"))
     out: dict[str, Any] = {}
@@ -379,7 +386,13 @@ def federations(tmp_path_factory) -> dict[str, Any]:
         cfg = base.replace(secure_agg=backend)
         models: list[Payload] = []
         agg = get(backend, "server", cfg.to_run_config())
-        fed = Federation(grid, cfg, agg, on_round=lambda _: models.append(fed.state.global_model))
+        fed = Federation(
+            grid,
+            cfg,
+            agg,
+            on_round=lambda _: models.append(fed.state.global_model),
+            shared_options=shared,
+        )
         return fed.run(), models
 
     @server_app.main()
@@ -390,7 +403,7 @@ def federations(tmp_path_factory) -> dict[str, Any]:
     run_simulation(
         server_app=server_app,
         client_app=make_losing_bank_app(),
-        num_supernodes=3,
+        num_supernodes=4,
         backend_config={
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
             "init_args": {"logging_level": logging.ERROR, "log_to_driver": False},
@@ -414,7 +427,7 @@ def global_models(federations, backend: str) -> list[np.ndarray]:
 def test_federation_with_secaggplus_matches_plaintext_fedavg(federations):
     (plain, _), (secure, _) = federations["none"], federations["secagg+"]
     for results in (plain, secure):
-        assert [r["num_results"] for r in results["rounds"]] == [3, 2, 3]
+        assert [r["num_results"] for r in results["rounds"]] == [4, 3, 4]
         assert "bank lost during training" in str(results["rounds"][1]["failures"])
     first = [
         m[0] for m in (global_models(federations, "none"), global_models(federations, "secagg+"))
@@ -466,7 +479,10 @@ def test_federation_stops_with_the_reason_when_the_protocol_fails():
             return Exchange((), None, "SecAgg+ stopped in its unmask stage: 1 of 3 banks answered")
 
     cfg = RunConfig(num_banks=3)
-    fed = Federation(None, cfg, Stopped("server", SecAggPlusSettings(num_banks=3)))
+    from secure_agg.roster import Roster
+
+    stopped = Stopped("server", SecAggPlusSettings(num_banks=3))
+    fed = Federation(None, cfg, stopped, roster=Roster({}))
     replies = fed.broadcast([1, 2, 3], "train", 1, {})
     with pytest.raises(
         FederationError, match=r"round 1: SecAgg\+ stopped in its unmask stage.*node-1"
