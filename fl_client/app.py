@@ -18,13 +18,14 @@ from flwr.clientapp import ClientApp
 from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, VAL
-from fedfraud.data.scaling import local_moments, moment_weight
+from fedfraud.data.scaling import moment_weight, stats_update
 from fedfraud.errors import BudgetExceededError, ConfigError, FedfraudError
 from fedfraud.metrics import ScoreCounts, flat_metrics, json_safe, pooled_metrics
 from fedfraud.privacy import BankRound
 from fedfraud.run_model import save_run_model
 from fedfraud.train import (
     build_model,
+    class_weight,
     get_weights,
     predict,
     set_weights,
@@ -76,11 +77,12 @@ def _options(msg: Message, context: Context) -> dict:
 @app.query(rm.STATS)
 @_handler
 def stats(msg: Message, context: Context, config: RunConfig, node: BankNode) -> RecordDict:
-    """Send this bank's feature moments, protected, for consortium-wide scaling."""
+    """Send this bank's feature moments and fraud rate, protected, for consortium-wide scaling
+    and the models' initial output bias."""
     table = load_table(node.data_path, node.bank_id)
     agg = aggregator(config, _options(msg, context))
     start = time.perf_counter()
-    payload = agg.client_protect(local_moments(table), moment_weight(table), round=0)
+    payload = agg.client_protect(stats_update(table), moment_weight(table), round=0)
     metrics = {"protect_s": time.perf_counter() - start}
     return RecordDict(
         {rm.UPDATE: ConfigRecord(payload.to_record()), rm.METRICS: MetricRecord(metrics)}
@@ -98,7 +100,8 @@ def _global_model(
     scaler_payload = Payload.from_record(msg.content[rm.SCALER])
     scaler = revealed_scaler(agg, scaler_payload, table)
     inputs = model_inputs(config.model, table, payload_digest(scaler_payload), scaler)
-    model = build_model(config, table)  # round 1: the shared-seed initial model
+    # Round 1: the shared-seed initial model, output bias at the consortium's prior log-odds.
+    model = build_model(config, table, scaler.fraud_rate)
     if key in msg.content:
         model_payload = Payload.from_record(msg.content[key])
         set_weights(model, agg.client_reveal(model_payload, weight_shapes(model)))
@@ -178,7 +181,14 @@ def train(msg: Message, context: Context, config: RunConfig, node: BankNode) -> 
     # DP (if on): refuses here when the bank's privacy budget would be exceeded.
     run_id = str(msg.metadata.run_id)
     dp = BankRound.start(
-        config, context.node_config, node.data_path, node.bank_id, run_id, rnd, inputs.num(TRAIN)
+        config,
+        context.node_config,
+        node.data_path,
+        node.bank_id,
+        run_id,
+        rnd,
+        inputs.num(TRAIN),
+        class_weight=class_weight(inputs),
     )
     global_weights = get_weights(model)
     stats = train_local(

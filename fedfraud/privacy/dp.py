@@ -152,6 +152,7 @@ class BankRound:
     record: Mechanism | None = None
     bank_sigma: float | None = None
     seed: int | None = None  # tests only
+    class_weight: float = 1.0
     spent: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -165,8 +166,13 @@ class BankRound:
         rnd: int,
         num_train: int,
         seed: int | None = None,
+        *,
+        class_weight: float = 1.0,
     ) -> BankRound:
-        """Plan the round; raises BudgetExceededError if it would exceed the bank's budget."""
+        """Plan the round; raises BudgetExceededError if it would exceed the bank's budget.
+
+        `class_weight` is the fraud rows' loss weight (train.class_weight): DP-SGD clips at
+        dp-grad-clip x class_weight, see `grad_clip`."""
         level = dp_level(config)
         budget = resolve_budget(node_config, config)
         if level == "off":
@@ -187,6 +193,7 @@ class BankRound:
             record=record_mechanism(config, num_train) if uses(config, RECORD) else None,
             bank_sigma=bank_noise_multiplier(config) if uses(config, BANK) else None,
             seed=seed,
+            class_weight=float(class_weight),
         )
         this.ledger.check(this.planned(), budget, config.dp_delta)
         return this
@@ -196,7 +203,19 @@ class BankRound:
         """DP-SGD for train_local, or None when record-level DP is off."""
         if self.record is None:
             return None
-        return make_privatizer(self.record, self.config.dp_grad_clip, self.seed)
+        return make_privatizer(self.record, self.grad_clip, self.seed)
+
+    @property
+    def grad_clip(self) -> float:
+        """DP-SGD's per-example bound: dp-grad-clip in units of an unweighted example's gradient.
+
+        The loss weights fraud rows by w = class_weight before Opacus clips; with a bound of
+        dp-grad-clip alone, clipping cut the weighted fraud gradients (norms 15-45 against ~1
+        for a legitimate row) back to the bound and undid the class weight entirely. Clipping at
+        w x dp-grad-clip is per-class clipping (a fraud row may contribute w times as much as a
+        legitimate one); the sensitivity is the larger bound, and Opacus calibrates its noise
+        std to it (z x bound), so the accounting is unchanged."""
+        return self.config.dp_grad_clip * self.class_weight
 
     def planned(self) -> list[Spend]:
         """What this round releases. The bank-level entry assumes the fewest banks the operator
