@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedfraud.cli_privacy import privacy_audit
 from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError
 
@@ -29,6 +30,7 @@ certs_app = typer.Typer(no_args_is_help=True, help="TLS certificates and SuperNo
 audit_app = typer.Typer(no_args_is_help=True, help="Check an operator's audit log.")
 app.add_typer(certs_app, name="certs")
 app.add_typer(audit_app, name="audit")
+app.command("privacy-audit")(privacy_audit)
 console = Console()
 err_console = Console(stderr=True)
 MLFLOW_URI_HELP = (
