@@ -19,7 +19,7 @@ import pandas as pd
 
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, VAL, BankTable, build_bank_table, temporal_split
-from fedfraud.data.scaling import Scaler, local_moments
+from fedfraud.data.scaling import Scaler, stats_update
 from fedfraud.metrics import ScoreCounts, pooled_metrics, sum_counts
 from fedfraud.train import build_model, make_inputs, predict, train_local
 
@@ -30,9 +30,9 @@ def selected_test_scores(
     """Train from the shared initial model as the federation does (local-epochs per "round",
     up to num-rounds, early stopping on validation PR-AUC with the run's patience) and score
     the test rows with the selected round's model: (labels, scores, typologies, round)."""
-    scaler = Scaler.from_moments(local_moments(table))
+    scaler = Scaler.from_moments(stats_update(table))
     inputs = make_inputs(config.model, table, scaler)
-    model = build_model(config, table)
+    model = build_model(config, table, scaler.fraud_rate)
     best, best_round, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
     for rnd in range(1, config.num_rounds + 1):
         train_local(model, inputs, config, seed=config.seed * 1000 + rnd)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedfraud.cli_privacy import privacy_audit
 from fedfraud.cli_roster import register as register_roster_commands
 from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError
@@ -31,6 +32,7 @@ audit_app = typer.Typer(no_args_is_help=True, help="Check an operator's audit lo
 app.add_typer(certs_app, name="certs")
 app.add_typer(audit_app, name="audit")
 register_roster_commands(app)  # fedfraud/cli_roster.py: roster init/new-bank/add/show, app-hash
+app.command("privacy-audit")(privacy_audit)
 console = Console()
 err_console = Console(stderr=True)
 MLFLOW_URI_HELP = (

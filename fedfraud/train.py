@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ Privatizer = Callable[
 ]
 
 MAX_POS_WEIGHT = 30.0
+MIN_PRIOR = 1e-5  # a fraud rate (noised under DP) is clamped to [MIN_PRIOR, 1 - MIN_PRIOR]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ModelInputs:
     y: torch.Tensor
     split: torch.Tensor
     graph: object | None = None  # torch_geometric Data for the GNN
+    fraud_rate: float | None = None  # the consortium's training fraud rate (stats stage)
 
     def num(self, split: int) -> int:
         return int((self.split == split).sum())
@@ -62,13 +65,39 @@ def make_inputs(model: str, table: BankTable, scaler: Scaler) -> ModelInputs:
         y=torch.from_numpy(table.y),
         split=torch.from_numpy(table.split.astype(np.int64)),
         graph=graph,
+        fraud_rate=scaler.fraud_rate,
     )
 
 
-def build_model(config: RunConfig, table: BankTable) -> nn.Module:
-    """The run's model for this bank's feature sizes, initialised from the shared seed."""
+def prior_logit(fraud_rate: float | None) -> float:
+    """Log-odds of `fraud_rate` (0 when unknown), rounded so that every bank, revealing the same
+    aggregate through a backend with float noise, builds bit-identical initial weights."""
+    if fraud_rate is None:
+        return 0.0
+    rate = min(max(float(fraud_rate), MIN_PRIOR), 1.0 - MIN_PRIOR)
+    return round(math.log(rate / (1.0 - rate)), 4)
+
+
+def build_model(config: RunConfig, table: BankTable, fraud_rate: float | None = None) -> nn.Module:
+    """The run's model for this bank's feature sizes, initialised from the shared seed, with its
+    output bias at the log-odds of `fraud_rate` (the consortium's, from the stats stage).
+
+    Why the prior matters: at bias 0 every row starts at p = 0.5, and the first steps mostly
+    lower all logits. That descent lowers rows with large feature norms most, and fraud rows
+    are the outliers, so the ranking inverts (ROC-AUC < 0.5) until the class weight of the few
+    positives turns it back. Under DP-SGD per-example clipping caps exactly those weighted
+    positive gradients (norms ~15-45 against ~1 for a legitimate row), so the inversion won:
+    ε = 1e9 ended at ROC-AUC 0.14-0.43. Starting at the prior, legitimate rows start near zero
+    gradient and the positives' (clipped) gradients carry the signal (docs/privacy.md)."""
     node_dim = table.node_x.shape[1] if table.node_x is not None else 0
-    spec = ModelSpec(table.x.shape[1], node_dim, config.hidden, config.gnn_conv, config.seed)
+    spec = ModelSpec(
+        table.x.shape[1],
+        node_dim,
+        config.hidden,
+        config.gnn_conv,
+        config.seed,
+        prior_logit(fraud_rate),
+    )
     return build(config.model, spec)
 
 
@@ -96,6 +125,16 @@ def pos_weight(y: torch.Tensor) -> torch.Tensor:
     return torch.tensor(min(MAX_POS_WEIGHT, max(1.0, (neg / max(pos, 1.0)) ** 0.5)))
 
 
+def class_weight(inputs: ModelInputs) -> float:
+    """The fraud rows' loss weight sqrt(neg/pos): from the consortium's fraud rate when the
+    stats stage revealed it (the same at every bank, and no per-bank label count goes into
+    training settings), else from this bank's training labels."""
+    if inputs.fraud_rate is None:
+        return float(pos_weight(inputs.y[inputs.split == TRAIN]))
+    rate = min(max(inputs.fraud_rate, MIN_PRIOR), 1.0 - MIN_PRIOR)
+    return min(MAX_POS_WEIGHT, max(1.0, ((1.0 - rate) / rate) ** 0.5))
+
+
 def train_local(
     model: nn.Module,
     inputs: ModelInputs,
@@ -109,7 +148,7 @@ def train_local(
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     train = inputs.split == TRAIN
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight(inputs.y[train]))
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(class_weight(inputs)))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     model.train()
     steps, last = 0, float("nan")

@@ -22,7 +22,7 @@ from flwr.clientapp import ClientApp
 from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, VAL
-from fedfraud.data.scaling import local_moments, moment_weight
+from fedfraud.data.scaling import moment_weight, stats_update
 from fedfraud.errors import BudgetExceededError, ConfigError, FedfraudError, PayloadError
 from fedfraud.metrics import ScoreCounts, flat_metrics, json_safe, pooled_metrics
 from fedfraud.policy import PolicyRefusal
@@ -30,6 +30,7 @@ from fedfraud.privacy import BankRound
 from fedfraud.run_model import save_run_model
 from fedfraud.train import (
     build_model,
+    class_weight,
     get_weights,
     predict,
     set_weights,
@@ -122,12 +123,13 @@ def _options(msg: Message, context: Context, guard: BankGuard | None = None) -> 
 def stats(
     msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard
 ) -> RecordDict:
-    """Send this bank's feature moments, protected, for consortium-wide scaling."""
+    """Send this bank's feature moments and fraud rate, protected, for consortium-wide scaling
+    and the models' initial output bias."""
     ctx = guard.stage(msg.content, rm.STATS, 0)
     table = load_table(node.data_path, node.bank_id)
     agg = aggregator(config, _options(msg, context, guard))
     start = time.perf_counter()
-    payload = agg.client_protect(local_moments(table), moment_weight(table), round=0, context=ctx)
+    payload = agg.client_protect(stats_update(table), moment_weight(table), round=0, context=ctx)
     return _signed_reply(node, guard, ctx, payload, {"protect_s": time.perf_counter() - start})
 
 
@@ -150,7 +152,8 @@ def _global_model(
     scaler_payload, scaler_ctx = guard.aggregate(msg.content, rm.SCALER, agg, ctx, 0, rm.STATS)
     scaler = revealed_scaler(agg, scaler_payload, table, context=scaler_ctx)
     inputs = model_inputs(config.model, table, payload_sha256(scaler_payload), scaler)
-    model = build_model(config, table)  # round 1: the shared-seed initial model
+    # Round 1: the shared-seed initial model, output bias at the consortium's prior log-odds.
+    model = build_model(config, table, scaler.fraud_rate)
     if key in msg.content or model_round >= 1:
         model_payload, model_ctx = guard.aggregate(
             msg.content, key, agg, ctx, model_round, rm.TRAIN_STAGE
@@ -259,6 +262,7 @@ def train(
         delta=policy.delta(num_train),
         budget=policy.budget(config),
         min_contributors=policy.min_contributors,
+        class_weight=class_weight(inputs),
     )
     global_weights = get_weights(model)
     stats = train_local(

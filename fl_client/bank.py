@@ -11,7 +11,7 @@ from typing import Any
 
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TRAIN, BankTable, build_bank_table
-from fedfraud.data.scaling import Scaler
+from fedfraud.data.scaling import Scaler, stats_shapes
 from fedfraud.data.schema import require_fraud
 from fedfraud.data.store import list_banks, read_bank
 from fedfraud.errors import ConfigError
@@ -77,11 +77,10 @@ def payload_digest(payload: Payload) -> str:
 def revealed_scaler(
     agg: SecureAggregator, payload: Payload, table: BankTable, context: StageContext | None = None
 ) -> Scaler:
-    """Reveal the consortium's feature moments once per aggregate."""
+    """Reveal the consortium's feature moments and fraud rate once per aggregate."""
     key = payload_digest(payload)
     if key not in _scalers:
-        d, k = table.x.shape[1], table.node_x.shape[1] if table.node_x is not None else 0
-        shapes = [(d,), (d,), (k,), (k,)]
+        shapes = stats_shapes(table)
         _scalers[key] = Scaler.from_moments(agg.client_reveal(payload, shapes, context=context))
     return _scalers[key]
 

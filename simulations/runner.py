@@ -17,7 +17,7 @@ from fedfraud import round_messages as rm
 from fedfraud.baselines import centralized, centralized_same_features, local_only
 from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, VAL, BankTable, build_bank_table
-from fedfraud.data.scaling import Scaler, local_moments, moment_weight
+from fedfraud.data.scaling import Scaler, moment_weight, stats_update
 from fedfraud.data.schema import has_accounts, require_fraud
 from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
@@ -266,8 +266,8 @@ def analyse_final_model(
     model = build_model(config, first)
     # Same pooled moments the banks computed through secure aggregation.
     total = sum(moment_weight(t) for t in tables.values())
-    per_bank = [(moment_weight(t), local_moments(t)) for t in tables.values()]
-    moments = [sum(w * m[i] for w, m in per_bank) / total for i in range(4)]
+    per_bank = [(moment_weight(t), stats_update(t)) for t in tables.values()]
+    moments = [sum(w * m[i] for w, m in per_bank) / total for i in range(len(per_bank[0][1]))]
     scaler = Scaler.from_moments(moments)
     inputs = {name: make_inputs(config.model, t, scaler) for name, t in tables.items()}
 

@@ -17,7 +17,14 @@ from fedfraud.models.registry import ModelSpec, register
 class FraudGNN(nn.Module):
     """Two GraphSAGE or GCN layers over the account graph + an MLP over [h_src, h_dst, tx]."""
 
-    def __init__(self, node_in_dim: int, edge_in_dim: int, hidden: int = 64, conv: str = "sage"):
+    def __init__(
+        self,
+        node_in_dim: int,
+        edge_in_dim: int,
+        hidden: int = 64,
+        conv: str = "sage",
+        output_bias: float = 0.0,
+    ):
         super().__init__()
         layer = {"sage": lambda: SAGEConv(hidden, hidden), "gcn": lambda: GCNConv(hidden, hidden)}
         self.encode = nn.Linear(node_in_dim, hidden)
@@ -27,6 +34,7 @@ class FraudGNN(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, 1),
         )
+        nn.init.constant_(self.score[-1].bias, output_bias)
 
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Account embeddings over one graph snapshot."""
@@ -66,4 +74,4 @@ class FraudGNN(nn.Module):
 
 @register("gnn")
 def build_gnn(spec: ModelSpec) -> FraudGNN:
-    return FraudGNN(spec.node_in_dim, spec.in_dim, spec.hidden, spec.gnn_conv)
+    return FraudGNN(spec.node_in_dim, spec.in_dim, spec.hidden, spec.gnn_conv, spec.output_bias)

@@ -11,7 +11,7 @@ from fedfraud.models.registry import ModelSpec, register
 class FraudMLP(nn.Module):
     """Two hidden layers; returns one fraud logit per transaction."""
 
-    def __init__(self, in_dim: int, hidden: int = 64) -> None:
+    def __init__(self, in_dim: int, hidden: int = 64, output_bias: float = 0.0) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(in_dim, hidden),
@@ -20,6 +20,7 @@ class FraudMLP(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, 1),
         )
+        nn.init.constant_(self.net[-1].bias, output_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
@@ -27,4 +28,4 @@ class FraudMLP(nn.Module):
 
 @register("mlp")
 def build_mlp(spec: ModelSpec) -> FraudMLP:
-    return FraudMLP(spec.in_dim, spec.hidden)
+    return FraudMLP(spec.in_dim, spec.hidden, spec.output_bias)

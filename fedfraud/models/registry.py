@@ -21,6 +21,7 @@ class ModelSpec:
     hidden: int = 64
     gnn_conv: str = "sage"
     seed: int = 0
+    output_bias: float = 0.0  # initial bias of the fraud logit (the consortium's log prior odds)
 
 
 Builder = Callable[[ModelSpec], nn.Module]

@@ -152,6 +152,7 @@ class BankRound:
     record: Mechanism | None = None
     bank_sigma: float | None = None
     seed: int | None = None  # tests only
+    class_weight: float = 1.0
     spent: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -169,12 +170,15 @@ class BankRound:
         delta: float | None = None,
         budget: float | None = None,
         min_contributors: int | None = None,
+        class_weight: float = 1.0,
     ) -> BankRound:
         """Plan the round; raises BudgetExceededError if it would exceed the bank's budget.
 
         `delta`, `budget` and `min_contributors` come from the bank's own policy: with them the
         mechanisms and the ledger use the bank's δ, and each bank's share of distributed noise
-        assumes only `min_contributors` banks in the sum, whatever the run-config says."""
+        assumes only `min_contributors` banks in the sum, whatever the run-config says.
+        `class_weight` is the fraud rows' loss weight (train.class_weight): DP-SGD clips at
+        dp-grad-clip x class_weight, see `grad_clip`."""
         if delta is not None or min_contributors is not None:
             m = min_contributors or config.min_banks
             config = config.replace(dp_delta=delta or config.dp_delta, num_banks=m, min_banks=m)
@@ -198,6 +202,7 @@ class BankRound:
             record=record_mechanism(config, num_train) if uses(config, RECORD) else None,
             bank_sigma=bank_noise_multiplier(config) if uses(config, BANK) else None,
             seed=seed,
+            class_weight=float(class_weight),
         )
         this.ledger.check(this.planned(), budget, config.dp_delta)
         return this
@@ -207,7 +212,19 @@ class BankRound:
         """DP-SGD for train_local, or None when record-level DP is off."""
         if self.record is None:
             return None
-        return make_privatizer(self.record, self.config.dp_grad_clip, self.seed)
+        return make_privatizer(self.record, self.grad_clip, self.seed)
+
+    @property
+    def grad_clip(self) -> float:
+        """DP-SGD's per-example bound: dp-grad-clip in units of an unweighted example's gradient.
+
+        The loss weights fraud rows by w = class_weight before Opacus clips; with a bound of
+        dp-grad-clip alone, clipping cut the weighted fraud gradients (norms 15-45 against ~1
+        for a legitimate row) back to the bound and undid the class weight entirely. Clipping at
+        w x dp-grad-clip is per-class clipping (a fraud row may contribute w times as much as a
+        legitimate one); the sensitivity is the larger bound, and Opacus calibrates its noise
+        std to it (z x bound), so the accounting is unchanged."""
+        return self.config.dp_grad_clip * self.class_weight
 
     def planned(self) -> list[Spend]:
         """What this round releases. The bank-level entry assumes the fewest banks the operator

@@ -33,8 +33,10 @@ class RecordingGrid:
     Every bank pins a policy and the consortium roster (in `data_dir`/../consortium); pass
     `options` to the operator (it names the roster)."""
 
-    def __init__(self, data_dir: Path, banks: list[str], **policy):
-        consortium = data_dir.parent / "consortium"
+    def __init__(self, data_dir: Path, banks: list[str], consortium: Path | None = None, **policy):
+        # Roster and identities are made once per folder (keys are never overwritten): a test
+        # running several federations over one data folder gives each its own `consortium`.
+        consortium = consortium or data_dir.parent / "consortium"
         policies = bank_consortium(consortium, banks, **policy)
         self.options = {"roster-path": str(consortium / ROSTER_FILE)}
         self.contexts = {

@@ -141,3 +141,21 @@ def test_without_dp_nothing_changes_and_nothing_is_written(tmp_path):
 def test_a_bank_with_a_budget_refuses_a_run_without_dp(tmp_path):
     with pytest.raises(BudgetExceededError, match="DP off"):
         BankRound.start(RunConfig(), {"privacy-budget": 5}, tmp_path, "bank-00", "r", 1, 600)
+
+
+def test_dp_sgd_clips_at_the_grad_clip_times_the_class_weight(tmp_path):
+    """The class weight multiplies fraud rows' gradients before Opacus clips them; a bound of
+    dp-grad-clip alone would cut them back and undo it."""
+    cfg = RunConfig(dp_epsilon=3.0, batch_size=100, dp_grad_clip=0.5, num_banks=3)
+    rnd = BankRound.start(cfg, {}, tmp_path, "bank-00", "r", 1, 600, class_weight=8.0)
+    assert rnd.grad_clip == 4.0
+    seen = {}
+
+    def spy(model, optimizer, loader):
+        model, optimizer, loader = rnd.privatizer(model, optimizer, loader)
+        seen["optimizer"] = optimizer
+        return model, optimizer, loader
+
+    train_local(FraudMLP(12, 8), _inputs(), cfg, privatizer=spy)
+    assert seen["optimizer"].max_grad_norm == 4.0
+    assert seen["optimizer"].noise_multiplier == rnd.record.noise_multiplier
