@@ -160,7 +160,7 @@ def write_consortium(out_dir: Path, num_banks: int, transactions: int, seed: int
     The manifest also records which typologies each bank sees ("always", "late", "absent").
     """
     out_dir = Path(out_dir)
-    _check_args(num_banks, transactions, seed)
+    check_args(num_banks, transactions, seed)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file; give --out a folder (new or empty).")
     keep = {store.bank_name(b) for b in range(num_banks)}
@@ -183,7 +183,7 @@ def write_consortium(out_dir: Path, num_banks: int, transactions: int, seed: int
     return store.write_banks(frames, out_dir, meta=meta)
 
 
-def _check_args(num_banks: Any, transactions: Any, seed: Any) -> None:
+def check_args(num_banks: Any, transactions: Any, seed: Any) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
@@ -204,7 +204,7 @@ def _check_args(num_banks: Any, transactions: Any, seed: Any) -> None:
 def _generate(
     num_banks: int, transactions: int, seed: int
 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, str]]]:
-    _check_args(num_banks, transactions, seed)
+    check_args(num_banks, transactions, seed)
     world_rng, sched_rng, fraud_rng, legit_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
     )
