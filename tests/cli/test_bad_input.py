@@ -101,6 +101,18 @@ def test_score_and_report_do_not_overwrite_a_file(capsys, tmp_path, finished_run
     assert existing.read_text() == "tx_id,decision\n1,alert\n" and table.read_text() == "| kept |\n"
 
 
+def test_data_export_does_not_overwrite_a_file_without_force(capsys, tmp_path):
+    existing = tmp_path / "paysim.csv"
+    existing.write_text("step,amount\n1,2.0\n")
+    args = ["data", "export", "--format", "paysim", "--out", str(existing)]
+    small = ["--banks", "2", "--transactions", "4000"]
+    assert_one_line_error(run_cli(capsys, *args, *small), "exists", "--force")
+    assert existing.read_text() == "step,amount\n1,2.0\n"
+    code, _, err = run_cli(capsys, *args, *small, "--force")
+    assert code == 0, err
+    assert len(pd.read_csv(existing)) == 4000
+
+
 def test_report_force_replaces_the_file(capsys, tmp_path, finished_run):
     table = tmp_path / "table.md"
     table.write_text("old\n")
