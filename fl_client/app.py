@@ -24,6 +24,7 @@ from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, VAL
 from fedfraud.data.scaling import local_moments, moment_weight
 from fedfraud.errors import BudgetExceededError, ConfigError, FedfraudError, PayloadError
+from fedfraud.io import atomic_write_text
 from fedfraud.metrics import ScoreCounts, flat_metrics, json_safe, pooled_metrics
 from fedfraud.policy import PolicyRefusal
 from fedfraud.privacy import BankRound
@@ -290,6 +291,4 @@ def keep_bank_metrics(model_dir: Path, split: str, rnd: int, metrics: dict) -> N
         kept["val"] = [e for e in kept.get("val", []) if e.get("round") != rnd] + [entry]
     else:
         kept["test"] = entry
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(kept), indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(json_safe(kept), indent=2))

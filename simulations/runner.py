@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from fedfraud.data.scaling import Scaler, local_moments, moment_weight
 from fedfraud.data.schema import has_accounts, require_fraud
 from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
+from fedfraud.io import atomic_write_text
 from fedfraud.metrics import (
     ScoreCounts,
     binned_metrics,
@@ -49,6 +51,47 @@ from secure_agg.roster import IDENTITY_FILE, ROSTER_FILE
 
 log = logging.getLogger("fedfraud.simulate")
 Progress = Callable[[str, dict[str, Any]], None]  # (event, details)
+
+
+# Rough peak memory per simulated transaction (frames, features, graph, baselines' copies),
+# used only to refuse sizes no run on this machine could finish.
+BYTES_PER_TRANSACTION = 2_000
+
+
+def machine_cpus() -> int:
+    """CPUs the simulation engine (Ray) will see; cgroup limits included where Ray knows them."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return int(get_num_cpus())
+    except Exception:  # ray moved its helper: the OS's view is the next best
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+
+
+def check_resources(config: RunConfig) -> None:
+    """Refuse, before anything is written, what this machine cannot run: Ray would otherwise
+    wait forever for a CPU share that never frees up ("ActorPool is empty")."""
+    cpus = machine_cpus()
+    if config.client_cpus > cpus:
+        raise ConfigError(
+            f"client-cpus {config.client_cpus:g} is more than this machine's {cpus} CPU(s); "
+            f"use at most {cpus} (e.g. --client-cpus 1, or 0.5 for two banks per core)"
+        )
+    if config.data_format == "synthetic" and not config.data_dir:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return
+        if config.transactions * BYTES_PER_TRANSACTION > memory:
+            most = memory // BYTES_PER_TRANSACTION
+            raise ConfigError(
+                f"{config.transactions:,} transactions need more memory than this machine's "
+                f"{memory / 2**30:.0f} GiB; use --transactions {most:,} or fewer"
+            )
 
 
 def prepare_data(config: RunConfig, run_dir: Path) -> Path:
@@ -321,6 +364,7 @@ def simulate(
         )
     options = dict(options or {})
     validate(config.secure_agg, {**config.to_run_config(), **options})
+    check_resources(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -357,7 +401,7 @@ def simulate(
     results["data"]["format"] = config.data_format
     results["data"]["warnings"] = warnings
     results = json_safe(results)
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    atomic_write_text(out_dir / RESULTS_FILE, json.dumps(results, indent=2))
     from simulations.report import write_report
 
     write_report(results, out_dir)
