@@ -14,7 +14,12 @@ from simulations.runner import simulate
 
 
 @pytest.mark.parametrize(
-    "backend, baselines", [("none", True), pytest.param("ckks", False, marks=pytest.mark.e2e)]
+    "backend, baselines",
+    [
+        ("none", True),
+        pytest.param("ckks", False, marks=pytest.mark.e2e),
+        pytest.param("secagg+", False, marks=pytest.mark.e2e),
+    ],
 )
 def test_simulation_with_cross_bank_sketch(small_consortium, tmp_path, backend, baselines):
     cfg = RunConfig(
