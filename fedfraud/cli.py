@@ -295,6 +295,23 @@ def audit_verify(
     )
 
 
+def run_config_sets(items: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` items as RunConfig overrides; unknown keys are a user error."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(RunConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name = key.strip().replace("-", "_")
+        if not sep or name not in known:
+            raise FedfraudError(
+                f"--set {item!r}: write KEY=VALUE with a run-config key (e.g. cross-bank=sketch)"
+            )
+        out[name] = value.strip()
+    return out
+
+
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Run folder for results.json, report.md, plots.")],
@@ -322,6 +339,10 @@ def simulate(
     secure_agg_option: Annotated[
         list[str] | None,
         typer.Option(help="Backend option KEY=VALUE, repeatable (e.g. secagg-num-shares=5)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Run-config KEY=VALUE, repeatable (e.g. cross-bank=sketch)."),
     ] = None,
     mlflow_uri: Annotated[str | None, typer.Option(help=MLFLOW_URI_HELP)] = None,
     mlflow_experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "fedfraud",
@@ -351,7 +372,7 @@ def simulate(
             flags["data_format"] = "banks" if data.is_dir() else "csv"
             if data.suffix == ".parquet":
                 flags["data_format"] = "parquet"
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides = {**run_config_sets(set_ or []), **{k: v for k, v in flags.items() if v is not None}}
     options = {}
     for item in secure_agg_option or []:
         key, sep, value = item.partition("=")

@@ -20,6 +20,9 @@ PARTITIONS = ("iid", "dirichlet")
 # What DP protects (docs/privacy.md): "record" = Opacus DP-SGD in the bank (MLP only), "bank" =
 # clipped update + distributed Gaussian noise, "both", or "auto" (MLP: record, GNN: bank).
 DP_LEVELS = ("auto", "record", "bank", "both")
+# Cross-bank signals (docs/cross-bank.md): "sketch" adds a secure account-sketch stage and its
+# features; "sketch+psi" also matches alerts privately (not wired into the federation yet).
+CROSS_BANK = ("off", "sketch", "sketch+psi")
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -71,6 +74,12 @@ class RunConfig:
     # Simulation engine only: CPUs reserved per simulated bank (banks training at once =
     # machine CPUs / client_cpus; fractions let more banks share a core).
     client_cpus: float = 1.0
+    # Cross-bank account sketches (fedfraud/crossbank/sketch.py): the same shape at every bank.
+    cross_bank: str = "off"
+    sketch_width: int = 2048  # cells per hash row (error e/width of a window's mass)
+    sketch_depth: int = 2  # hash rows (failure probability exp(-depth))
+    sketch_windows: int = 32  # time windows from hour 0; later rows fall into the last one
+    sketch_window_h: float = 72.0  # hours per window
 
     def __post_init__(self) -> None:
         _check(self.num_banks >= 1, "num-banks must be at least 1")
@@ -118,6 +127,27 @@ class RunConfig:
             not self.mapping or self.data_format not in ("synthetic", "banks"),
             f"--mapping applies to a CSV/Parquet file (--data FILE), not to {self.data_format} "
             "data; drop --mapping or pass --data FILE",
+        )
+        _check(
+            self.cross_bank in CROSS_BANK,
+            f"cross-bank must be one of {', '.join(CROSS_BANK)} (got {self.cross_bank!r})",
+        )
+        _check(
+            self.cross_bank != "sketch+psi",
+            "cross-bank=sketch+psi: private alert matching is not wired into the federation "
+            "yet (fedfraud/crossbank/psi.py is the library only); use cross-bank=sketch",
+        )
+        self.sketch_spec()  # raises ConfigError on a bad sketch shape
+
+    def sketch_spec(self):
+        """The consortium sketch's shape (fedfraud.crossbank.sketch.SketchSpec)."""
+        from fedfraud.crossbank.sketch import SketchSpec
+
+        return SketchSpec(
+            window_h=self.sketch_window_h,
+            windows=self.sketch_windows,
+            depth=self.sketch_depth,
+            width=self.sketch_width,
         )
 
     @property

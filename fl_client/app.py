@@ -45,6 +45,7 @@ from fl_client.bank import (
     model_inputs,
     revealed_scaler,
 )
+from fl_client.crossbank import own_sketch, with_cross_bank
 from fl_client.guard import BankGuard, payload_sha256
 from secure_agg import StageContext, secaggplus
 
@@ -132,6 +133,20 @@ def stats(
     return _signed_reply(node, guard, ctx, payload, {"protect_s": time.perf_counter() - start})
 
 
+@app.query(rm.SKETCH)
+@_handler
+def sketch(
+    msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard
+) -> RecordDict:
+    """Send this bank's keyed account sketch, protected, for the consortium sketch."""
+    ctx = guard.stage(msg.content, rm.SKETCH, 0)
+    vector = own_sketch(node.data_path, node.bank_id, config, guard.policy)
+    agg = aggregator(config, _options(msg, context, guard))
+    start = time.perf_counter()
+    payload = agg.client_protect([vector], 1.0, round=0, context=ctx)
+    return _signed_reply(node, guard, ctx, payload, {"protect_s": time.perf_counter() - start})
+
+
 def _global_model(
     msg: Message,
     context: Context,
@@ -150,7 +165,10 @@ def _global_model(
     start = time.perf_counter()
     scaler_payload, scaler_ctx = guard.aggregate(msg.content, rm.SCALER, agg, ctx, 0, rm.STATS)
     scaler = revealed_scaler(agg, scaler_payload, table, context=scaler_ctx)
-    inputs = model_inputs(config.model, table, payload_sha256(scaler_payload), scaler)
+    table, scaler, sketch_key = with_cross_bank(
+        msg.content, config, node.data_path, guard, agg, ctx, table, scaler
+    )
+    inputs = model_inputs(config.model, table, payload_sha256(scaler_payload) + sketch_key, scaler)
     model = build_model(config, table)  # round 1: the shared-seed initial model
     if key in msg.content or model_round >= 1:
         model_payload, model_ctx = guard.aggregate(
@@ -230,9 +248,12 @@ def pooled(
     return RecordDict({rm.METRICS: MetricRecord(flat_metrics(pooled_metrics(counts)))})
 
 
-# SecAgg+ runs every exchange that aggregates (stats, train, evaluate) as Flower 'train'
+# SecAgg+ runs every exchange that aggregates (stats, sketch, train, evaluate) as Flower 'train'
 # messages; its mod masks what these functions return and leaves other backends' messages alone.
-@app.train(mods=[secaggplus.client_mod({f"query.{rm.STATS}": stats, "evaluate": evaluate})])
+_AGGREGATED = {f"query.{rm.STATS}": stats, f"query.{rm.SKETCH}": sketch, "evaluate": evaluate}
+
+
+@app.train(mods=[secaggplus.client_mod(_AGGREGATED)])
 @_handler
 def train(
     msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard

@@ -17,6 +17,7 @@ import pandas as pd
 from fedfraud import round_messages as rm
 from fedfraud.baselines import centralized, centralized_same_features, local_only
 from fedfraud.config import RunConfig
+from fedfraud.crossbank.features import cross_bank_scaler
 from fedfraud.data.features import TEST, TRAIN, VAL, BankTable, build_bank_table
 from fedfraud.data.scaling import Scaler, local_moments, moment_weight
 from fedfraud.data.schema import has_accounts, require_fraud
@@ -48,6 +49,7 @@ from secure_agg import (
 )
 from secure_agg.consortium import CONSORTIUM_DIR_KEY, provision_consortium
 from secure_agg.roster import IDENTITY_FILE, ROSTER_FILE
+from simulations.crossbank import research_view
 
 log = logging.getLogger("fedfraud.simulate")
 Progress = Callable[[str, dict[str, Any]], None]  # (event, details)
@@ -297,6 +299,7 @@ def analyse_final_model(
     tables: dict[str, BankTable],
     round_models: Mapping[int, Payload],
     results: Mapping[str, Any],
+    cross: Mapping[str, BankTable] | None = None,
 ) -> dict[str, Any]:
     """Researcher-side view of the federated model, only possible because a simulation holds
     all banks' keys: the per-bank tables a deployed bank keeps to itself (selected model), the
@@ -305,13 +308,16 @@ def analyse_final_model(
     the GNN's flagged account groups."""
     bank = next(iter(tables))
     agg = get(config.secure_agg, "client", bank_options(config, shared_options, bank))
-    first = tables[bank]
-    model = build_model(config, first)
     # Same pooled moments the banks computed through secure aggregation.
     total = sum(moment_weight(t) for t in tables.values())
     per_bank = [(moment_weight(t), local_moments(t)) for t in tables.values()]
     moments = [sum(w * m[i] for w, m in per_bank) / total for i in range(4)]
     scaler = Scaler.from_moments(moments)
+    if cross:  # the banks' tables with their cross-bank columns (same values, clear sketch)
+        tables = dict(cross)
+        scaler = cross_bank_scaler(scaler, tables[bank])
+    first = tables[bank]
+    model = build_model(config, first)
     inputs = {name: make_inputs(config.model, t, scaler) for name, t in tables.items()}
 
     def scored(payload: Payload, rnd: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -378,18 +384,23 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="fedfraud-keys-") as keys_dir:
         shared = {**provision(config.secure_agg, Path(keys_dir), config.num_banks), **options}
         shared[CONSORTIUM_DIR_KEY] = str(provision_banks(config, Path(keys_dir), list(tables)))
+        cross = research_view(config, frames, tables, Path(shared[CONSORTIUM_DIR_KEY]))
         results = run_federation(config, shared, progress, round_models)
         ledger_epsilons(config, results, data_dir, list(tables))
         results["analysis"] = analyse_final_model(
-            config, out_dir, shared, tables, round_models, results
+            config, out_dir, shared, tables, round_models, results, cross and cross.tables
         )
+        if cross:
+            results["analysis"]["cross_bank"] = cross.summary
     if baselines:
         if progress:
             progress("baselines", {})
         results["baselines"] = {
             "local_only": local_only(config, tables),
-            "centralized": centralized(config, frames),
-            "centralized_same_features": centralized_same_features(config, tables),
+            "centralized": centralized(config, frames, cross and cross.features),
+            "centralized_same_features": centralized_same_features(
+                config, cross.tables if cross else tables
+            ),
         }
     results["timing"]["simulate_total_s"] = time.perf_counter() - start
     results["data"] = (
