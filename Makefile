@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/fedfraud simulate --config simulations/demo.toml --out $(DEMO_OUT)
+	$(BIN)/fedfraud simulate --config simulations/demo.toml --out $(DEMO_OUT) --force  # a re-run replaces the demo
 
 test: install
 	$(BIN)/python -m pytest -q -ra

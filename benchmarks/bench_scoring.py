@@ -100,7 +100,8 @@ def http_latency(run: Path, bank_dir: Path, quantized: bool, records: list[dict]
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "fedfraud.cli", "serve", str(run), "--data", str(bank_dir)]
-    cmd += ["--port", str(port)] + ["--quantize"] * quantized
+    # --no-auth: this measures scoring; a bearer-JWT check adds one signature verification.
+    cmd += ["--port", str(port), "--no-auth"] + ["--quantize"] * quantized
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fedfraud.config import RunConfig
+from fedfraud.crossbank.features import cross_bank_scaler, with_features
 from fedfraud.data.features import TEST, TRAIN, VAL, BankTable, build_bank_table, temporal_split
 from fedfraud.data.scaling import Scaler, stats_update
 from fedfraud.metrics import ScoreCounts, pooled_metrics, sum_counts
@@ -30,7 +31,7 @@ def selected_test_scores(
     """Train from the shared initial model as the federation does (local-epochs per "round",
     up to num-rounds, early stopping on validation PR-AUC with the run's patience) and score
     the test rows with the selected round's model: (labels, scores, typologies, round)."""
-    scaler = Scaler.from_moments(stats_update(table))
+    scaler = cross_bank_scaler(Scaler.from_moments(stats_update(table)), table)
     inputs = make_inputs(config.model, table, scaler)
     model = build_model(config, table, scaler.fraud_rate)
     best, best_round, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
@@ -78,15 +79,23 @@ def local_only(config: RunConfig, tables: Mapping[str, BankTable]) -> dict[str, 
     }
 
 
-def centralized(config: RunConfig, frames: Mapping[str, pd.DataFrame]) -> dict:
+def centralized(
+    config: RunConfig,
+    frames: Mapping[str, pd.DataFrame],
+    cross: Mapping[str, np.ndarray] | None = None,
+) -> dict:
     """One model on the pooled rows, keeping each row's bank-local train/val/test split so the
-    test rows are exactly the union of the banks' test rows."""
+    test rows are exactly the union of the banks' test rows. `cross`: each bank's cross-bank
+    columns (its table's row order), kept with their rows."""
     parts = []
     for frame in frames.values():
         frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
         parts.append(frame.assign(_split=temporal_split(frame["timestamp"].to_numpy())))
     pooled = pd.concat(parts, ignore_index=True)
     table = build_bank_table(pooled, "pooled", split_column="_split")
+    if cross:  # build_bank_table's stable time sort of the concatenated rows
+        order = np.argsort(pooled["timestamp"].to_numpy(), kind="stable")
+        table = with_features(table, np.concatenate([cross[n] for n in frames])[order])
     result = train_and_score(config, table)
     return {"label": "research yardstick: pooled raw data, not private", **result}
 

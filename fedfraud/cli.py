@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +15,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedfraud.cli_checks import (
+    check_backend_options,
+    check_cert_args,
+    drop_stale_synthetic_data,
+    listen,
+)
 from fedfraud.cli_privacy import privacy_audit
 from fedfraud.cli_roster import register as register_roster_commands
 from fedfraud.config import RunConfig
 from fedfraud.errors import FedfraudError
+from fedfraud.io import atomic_write, atomic_write_text, check_out_file, prepare_out_dir
 
 app = typer.Typer(
     add_completion=False,
@@ -39,6 +48,7 @@ MLFLOW_URI_HELP = (
     "Log the run to MLflow: a folder (mlruns), sqlite:///mlflow.db or http(s)://HOST:PORT. "
     "Needs the fedfraud\\[mlflow] extra."
 )
+FORCE_HELP = "Write into a non-empty --out, replacing what is there."
 
 
 @data_app.command("generate")
@@ -47,11 +57,17 @@ def data_generate(
     banks: Annotated[int, typer.Option(help="Number of banks.")] = 5,
     transactions: Annotated[int, typer.Option(help="Total transactions.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Generate a synthetic consortium: DIR/bank-XX/transactions.parquet + manifest.json."""
-    from fedfraud.data.synth import write_consortium
+    from fedfraud.data.store import bank_name, remove_stale_banks
+    from fedfraud.data.synth import check_args, write_consortium
 
-    with console.status(f"generating {transactions:,} transactions for {banks} banks"):
+    check_args(banks, transactions, seed)
+    prepare_out_dir(out, force=force)
+    if force:  # --force means: this folder holds the new consortium only
+        remove_stale_banks(out, keep={bank_name(b) for b in range(banks)})
+    with _status(f"generating {transactions:,} transactions for {_count(banks, 'bank')}"):
         manifest = write_consortium(out, banks, transactions, seed)
     _print_manifest(manifest, out)
 
@@ -68,13 +84,25 @@ def data_prepare(
     partition: Annotated[str, typer.Option(help="iid|dirichlet")] = "dirichlet",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
 ) -> None:
     """Split one dataset into N bank folders (research: IID or Dirichlet non-IID)."""
     from fedfraud.data.partition import prepare_banks
 
-    with console.status(f"splitting {source} into {banks} banks"):
+    if banks < 1:
+        raise FedfraudError(f"--banks must be at least 1, got {banks}")
+    prepare_out_dir(out, force=force, create=False)
+    with _status(f"splitting {source} into {_count(banks, 'bank')}"):
         manifest = prepare_banks(source, out, format, mapping, banks, partition, alpha, seed)
     _print_manifest(manifest, out)
+    if manifest.get("partition_unit") == "row":
+        err_console.print(
+            "note: no sender/receiver account columns were found or mapped, so they are not in "
+            f"{out}; the GNN (--model gnn) needs them: map them with --mapping "
+            '\'{"sender": "<column>", "receiver": "<column>"}\' to keep them',
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _register_data_export() -> None:
@@ -97,6 +125,20 @@ def _print_manifest(manifest: dict[str, Any], out: Path) -> None:
     console.print(table)
     if manifest.get("unlabelled_dropped"):
         console.print(f"dropped {manifest['unlabelled_dropped']:,} unlabelled transactions")
+    _warn_no_test_fraud(manifest)
+
+
+def _warn_no_test_fraud(manifest: dict[str, Any]) -> None:
+    """Banks whose test split (the newest rows) holds no fraud: their recall is undefined."""
+    empty = [b["bank"] for b in manifest.get("banks", []) if b.get("test_fraud") == 0]
+    if empty:
+        err_console.print(
+            f"warning: {', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no fraud in "
+            "the test split (the newest 20% of rows), so recall and PR-AUC there show as '–'; "
+            "use more transactions, fewer banks or another seed",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @keys_app.command("init")
@@ -107,6 +149,7 @@ def keys_init(
     """CKKS keys: the banks' secret context and the operator's public context."""
     from secure_agg.keys import init_keys
 
+    prepare_out_dir(out, force=True, create=False)  # a file or unwritable place; keys: below
     paths = init_keys(out, overwrite=force)
     console.print(f"[green]wrote[/] CKKS key material to {out}:")
     for name, path in vars(paths).items():
@@ -123,6 +166,7 @@ def keys_parties(
     """CrypTen committee: one key pair per compute party plus the public parties.json."""
     from secure_agg.crypten_committee import init_parties
 
+    prepare_out_dir(out, force=True, create=False)  # a file or unwritable place; keys: below
     init_parties(out, parties, overwrite=force)
     console.print(f"[green]wrote[/] {parties} party key pairs and parties.json to {out}")
 
@@ -133,8 +177,9 @@ def certs_init(
         "certs/generated"
     ),
     banks: Annotated[
-        int, typer.Option(help="Node-auth keys for bank-00 .. bank-(N-1) (default: 3 if new).")
-    ] = -1,
+        int | None,
+        typer.Option(help="Node-auth keys for bank-00 .. bank-(N-1) (default: 3 if new)."),
+    ] = None,
     bank: Annotated[list[str] | None, typer.Option(help="A bank id (repeatable).")] = None,
     san: Annotated[
         str, typer.Option(help="Server certificate SANs.")
@@ -149,21 +194,39 @@ def certs_init(
     """Consortium CA, SuperLink TLS certificate and per-bank SuperNode auth keys
     (runs certs/generate.sh; existing files are kept)."""
     import os
+    import shutil
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "certs" / "generate.sh"
     if not script.is_file():
         raise FedfraudError(f"{script} not found; run this from a fedfraud source checkout")
+    check_cert_args(san, days, banks, bank or [])
+    prepare_out_dir(out, force=True, create=False)  # existing credentials are kept, not replaced
     cmd = ["bash", str(script), "--out", str(out), "--san", san, "--days", str(days)]
     if bank:
         cmd += [a for b in bank for a in ("--bank", b)]
-    elif banks >= 0:
+    elif banks is not None:
         cmd += ["--banks", str(banks)]
     cmd += ["--renew-server"] * renew_server + ["--rotate-banks"] * rotate_banks
     cmd += ["--bank-keys-only"] * bank_keys_only
-    done = subprocess.run(cmd, env={**os.environ, "PYTHON": sys.executable}, check=False)
-    if done.returncode != 0:
-        raise FedfraudError(f"certs/generate.sh failed (exit {done.returncode}); see above")
+    created = not out.exists()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")} if not created else {}
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True)
+    sys.stdout.write(done.stdout)
+    if done.returncode == 0:
+        sys.stderr.write(done.stderr)
+        return
+    # Leave no half-made CA or key behind: drop what this run created, keep what was there.
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        for path in sorted(out.rglob("*"), reverse=True):
+            if path not in before and path.is_file():
+                path.unlink()
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    reason = lines[-1].removeprefix("error: ") if lines else f"exit {done.returncode}"
+    raise FedfraudError(f"certs init failed: {reason} (nothing new was kept in {out})")
 
 
 @audit_app.command("verify")
@@ -234,6 +297,23 @@ def audit_verify(
     )
 
 
+def run_config_sets(items: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` items as RunConfig overrides; unknown keys are a user error."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(RunConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name = key.strip().replace("-", "_")
+        if not sep or name not in known:
+            raise FedfraudError(
+                f"--set {item!r}: write KEY=VALUE with a run-config key (e.g. cross-bank=sketch)"
+            )
+        out[name] = value.strip()
+    return out
+
+
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Run folder for results.json, report.md, plots.")],
@@ -246,7 +326,7 @@ def simulate(
     dp_delta: Annotated[float | None, typer.Option(help="DP δ.")] = None,
     data: Annotated[Path | None, typer.Option(help="Data file or bank folders.")] = None,
     format: Annotated[
-        str | None, typer.Option("--format", help="synthetic|csv|parquet|paysim|ulb|banks")
+        str | None, typer.Option("--format", help="synthetic|csv|parquet|paysim|ulb|txgraph|banks")
     ] = None,
     mapping: Annotated[Path | None, typer.Option(help="Column mapping for csv/parquet.")] = None,
     transactions: Annotated[int | None, typer.Option(help="Synthetic transactions.")] = None,
@@ -262,9 +342,16 @@ def simulate(
         list[str] | None,
         typer.Option(help="Backend option KEY=VALUE, repeatable (e.g. secagg-num-shares=5)."),
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Run-config KEY=VALUE, repeatable (e.g. cross-bank=sketch)."),
+    ] = None,
     mlflow_uri: Annotated[str | None, typer.Option(help=MLFLOW_URI_HELP)] = None,
     mlflow_experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "fedfraud",
     verbose: Annotated[bool, typer.Option("-v", help="Show Flower/Ray logs.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace a finished run in --out (results, report, model).")
+    ] = False,
 ) -> None:
     """Run a whole consortium locally (Flower simulation engine) plus baselines."""
     flags = {
@@ -287,7 +374,7 @@ def simulate(
             flags["data_format"] = "banks" if data.is_dir() else "csv"
             if data.suffix == ".parquet":
                 flags["data_format"] = "parquet"
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides = {**run_config_sets(set_ or []), **{k: v for k, v in flags.items() if v is not None}}
     options = {}
     for item in secure_agg_option or []:
         key, sep, value = item.partition("=")
@@ -297,6 +384,13 @@ def simulate(
     cfg = RunConfig.from_toml(config, overrides) if config else RunConfig.from_mapping(overrides)
     if cfg.data_format in ("csv", "parquet", "paysim", "ulb") and cfg.data_path:
         cfg = cfg.replace(data_format=cfg.data_format)
+    check_backend_options(cfg.secure_agg, options)
+    from simulations.runner import check_resources
+
+    check_resources(cfg)
+    prepare_out_dir(out, force=force, create=False)
+    if force:
+        drop_stale_synthetic_data(out, cfg)
     if mlflow_uri is not None:  # a typo'd scheme or missing mlflow fails now, not after the run
         from fedfraud.tracking import client
 
@@ -306,29 +400,47 @@ def simulate(
     from simulations.runner import simulate as run
 
     console.print(
-        f"[bold]fedfraud simulate[/]: {cfg.num_banks} banks · {cfg.model} · "
+        f"[bold]fedfraud simulate[/]: {_count(cfg.num_banks, 'bank')} · {cfg.model} · "
         f"secure-agg {cfg.secure_agg} · DP {'ε=' + str(cfg.dp_epsilon) if cfg.dp else 'off'}"
-        f" · {cfg.num_rounds} rounds"
+        f" · {_count(cfg.num_rounds, 'round')}"
     )
-    with console.status("preparing data") as status:
+    if cfg.data_format == "synthetic" and not cfg.data_dir:
+        console.print(
+            f"  no --data given: using {_count(cfg.transactions, 'synthetic transaction')} in "
+            f"{out / 'data'} (pass --data DIR for bank folders, e.g. from `fedfraud data "
+            "generate`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    import shutil
+
+    new_out, started = not out.exists(), []
+    with _status("preparing data") as status:
 
         def progress(event: str, info: dict[str, Any]) -> None:
             if event == "data":
+                started.append(True)
                 for warning in info.get("warnings", []):
-                    console.print(f"[yellow]warning:[/] {warning}")
+                    err_console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
                 status.update("federating (starting Flower simulation engine)")
             elif event == "round":
                 console.print(
                     f"  round {info['round']:>3}/{cfg.num_rounds}  validation PR-AUC "
                     f"{_num(info['metrics'].get('pooled', {}).get('pr_auc'))}  "
                     f"{info['wall_s']:.1f}s  "
-                    f"{info['num_results']} banks ok, {info['num_failures']} failed"
+                    f"{_count(info['num_results'], 'bank')} ok, {info['num_failures']} failed"
                 )
-                status.update(f"federating: round {info['round']}/{cfg.num_rounds} done")
+                if console.is_terminal:  # a log already has the round's line
+                    status.update(f"federating: round {info['round']}/{cfg.num_rounds} done")
             elif event == "baselines":
                 status.update("baselines: local-only per bank and centralized")
 
-        results = run(cfg, out, baselines=not no_baselines, progress=progress, options=options)
+        try:
+            results = run(cfg, out, baselines=not no_baselines, progress=progress, options=options)
+        except FedfraudError:
+            if new_out and not started:  # bad data found before federating: leave nothing
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     _print_rows([summary_row(results, out.name)])
     console.print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
     if mlflow_uri is not None:
@@ -348,6 +460,11 @@ def track(
 def _track_runs(runs: list[Path], uri: str, experiment: str) -> None:
     from fedfraud.tracking import log_run
 
+    for run in runs:
+        if not (run / "results.json").is_file():
+            raise FedfraudError(
+                f"{run / 'results.json'} not found; pass folders written by `fedfraud simulate`"
+            )
     for run in runs:
         with console.status(f"logging {run} to MLflow at {uri}"):
             try:
@@ -377,7 +494,9 @@ def sweep(
     from simulations.sweep_report import write_html
 
     plan = load_sweep(config, out)
-    console.print(f"[bold]fedfraud sweep[/]: {len(plan.cells)} cells into {plan.out}")
+    prepare_out_dir(plan.out, force=True, create=False)  # sweeps resume: only a file or an
+    # unwritable place is refused here
+    console.print(f"[bold]fedfraud sweep[/]: {_count(len(plan.cells), 'cell')} into {plan.out}")
     if dry_run:
         for cell in plan.cells:
             console.print(f"  {cell.name}")
@@ -426,10 +545,13 @@ def sweep(
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (with results.json).")],
     out: Annotated[Path | None, typer.Option(help="Also write the table as markdown.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Compare runs side by side."""
     from simulations.report import markdown_table, summary_row
 
+    if out is not None:
+        check_out_file(out, force=force)
     rows = []
     for run in runs:
         path = run / "results.json"
@@ -443,7 +565,7 @@ def report(
             ) from exc
     _print_rows(rows)
     if out:
-        out.write_text(markdown_table(rows) + "\n")
+        atomic_write_text(out, markdown_table(rows) + "\n")
 
 
 @app.command()
@@ -460,12 +582,15 @@ def score(
     out: Annotated[
         Path | None, typer.Option(help="Write a .csv/.parquet here (default: JSON lines).")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Score transactions: fraud probability and alert decision, one per transaction."""
     from fedfraud.scoring import Scorer, read_transactions, score_json_lines
 
-    if out is not None and out.suffix not in (".csv", ".parquet"):
-        raise FedfraudError(f"--out {out}: use a .csv or .parquet file name")
+    if out is not None:
+        check_out_file(out, force=force, suffixes=(".csv", ".parquet"))
+        if input != "-" and Path(input).resolve() == out.resolve():
+            raise FedfraudError(f"--out {out} is the input file; write the scores elsewhere")
     frame = read_transactions(Path(input)) if input != "-" else None
     import torch
 
@@ -478,9 +603,9 @@ def score(
             for row in scored.to_dict("records"):
                 sys.stdout.write(json.dumps(row, default=str) + "\n")
         elif out.suffix == ".parquet":
-            scored.to_parquet(out, index=False)
+            atomic_write(out, scored.to_parquet(None, index=False), durable=False)
         else:
-            scored.to_csv(out, index=False)
+            atomic_write_text(out, scored.to_csv(index=False))
     else:
         alerts = total = 0
         for result in score_json_lines(scorer, sys.stdin):
@@ -508,8 +633,41 @@ def serve(
         float, typer.Option(help="Alert threshold for this FPR on the bank's validation split.")
     ] = 0.01,
     quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (MLP).")] = False,
+    auth_jwks: Annotated[
+        Path | None, typer.Option(help="JWKS file with the gateway's token-signing public keys.")
+    ] = None,
+    auth_public_key: Annotated[
+        Path | None, typer.Option(help="Or one PEM public key that signs the gateway's tokens.")
+    ] = None,
+    auth_issuer: Annotated[str | None, typer.Option(help="Required token issuer (iss).")] = None,
+    auth_audience: Annotated[
+        str | None, typer.Option(help="Required token audience (aud): this service's name.")
+    ] = None,
+    auth_scope: Annotated[str, typer.Option(help="Scope a token needs to score.")] = "fraud:score",
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without token checks (local trials only).")
+    ] = False,
 ) -> None:
-    """Real-time scoring service: POST /score, POST /score/batch, GET /health (FastAPI)."""
+    """Real-time scoring service: POST /score, POST /score/batch, GET /health (FastAPI).
+    Scoring routes need a bearer JWT from the bank's gateway unless --no-auth."""
+    if not 1 <= port <= 65535:
+        raise FedfraudError(f"--port must be 1..65535, got {port}")
+    from fedfraud.auth import TokenVerifier
+
+    if no_auth and (auth_jwks or auth_public_key or auth_issuer or auth_audience):
+        raise FedfraudError(
+            "--no-auth turns token checks off; drop it or drop the --auth-* options"
+        )
+    verifier = None
+    if not no_auth:
+        verifier = TokenVerifier.from_files(
+            issuer=auth_issuer,
+            audience=auth_audience,
+            scope=auth_scope,
+            jwks=auth_jwks,
+            public_key=auth_public_key,
+        )
+    sock = listen(host, port)  # before "serving at": a busy port is an error, not a crash later
     import torch
     import uvicorn
 
@@ -517,15 +675,29 @@ def serve(
     from fedfraud.serve import create_app
 
     torch.set_num_threads(1)
-    scorer = Scorer(run, data, target_fpr, quantize)
+    try:
+        scorer = Scorer(run, data, target_fpr, quantize)
+    except BaseException:
+        sock.close()
+        raise
     t = scorer.threshold
+    where = f"[{host}]" if ":" in host else host
     console.print(
         f"[bold]fedfraud serve[/]: {scorer.card.model} for {scorer.bank} "
         f"({scorer.history_size:,} transactions of history), threshold {t.value:.4f} "
-        f"(validation FPR {t.val_fpr:.2%}); http://{host}:{port}/docs",
+        f"(validation FPR {t.val_fpr:.2%}); serving at http://{where}:{port}/docs",
         soft_wrap=True,
+        highlight=False,
     )
-    uvicorn.run(create_app(scorer), host=host, port=port, log_level="warning")
+    console.print(
+        f"  auth: {verifier.describe()}"
+        if verifier
+        else "  auth: [bold red]OFF[/] (--no-auth): anyone who reaches this port can score",
+        soft_wrap=True,
+        highlight=False,
+    )
+    server = uvicorn.Server(uvicorn.Config(create_app(scorer, auth=verifier), log_level="warning"))
+    server.run(sockets=[sock])
 
 
 @app.command()
@@ -541,15 +713,18 @@ def explain(
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default RUN/explain-BANK).")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an earlier explanation in --out.")] = False,
 ) -> None:
     """SHAP values of the global model's alerts at one bank: top features per alert + plot."""
     if top < 1:
         raise FedfraudError("--top must be at least 1")
     from fedfraud.explain import explain_bank, write_explanation
 
-    with console.status(f"explaining {data.name}'s {split} alerts (SHAP)"):
+    out = out or run / f"explain-{data.name}"
+    if run.is_dir():  # a missing run folder gets its own message from explain_bank
+        prepare_out_dir(out, force=force, create=False)
+    with _status(f"explaining {data.name}'s {split} alerts (SHAP)"):
         expl = explain_bank(run, data, split, target_fpr, max_alerts)
-        out = out or run / f"explain-{expl.bank}"
         json_path, png_path = write_explanation(expl, out, top)
     title = f"{_count(expl.num_alerts, 'alert')} on {expl.bank}'s {split} split (SHAP, log-odds)"
     table = Table(title=title)
@@ -562,6 +737,31 @@ def explain(
         )
     console.print(table)
     console.print(f"wrote {json_path} and {png_path}")
+
+
+class _Status:
+    """Rich's spinner on a terminal; plain lines (one per step) in a pipe or CI log, where
+    the spinner shows nothing and a long Flower start-up would look like a hang."""
+
+    def __init__(self, spinner: Any) -> None:
+        self._spinner = spinner
+
+    def update(self, text: str) -> None:
+        if self._spinner is not None:
+            self._spinner.update(text)
+        else:
+            console.print(f"  {text} ...", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _status(text: str) -> Iterator[_Status]:
+    if console.is_terminal:
+        with console.status(text) as spinner:
+            yield _Status(spinner)
+        return
+    status = _Status(None)
+    status.update(text)
+    yield status
 
 
 def _count(n: int, noun: str) -> str:
@@ -608,6 +808,23 @@ def _quiet_libraries(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("flwr", "ray"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    _plain_notices()
+
+
+def _plain_notices() -> None:
+    """fedfraud's own warnings (e.g. the audit-log notice) as clean one-line notes on stderr,
+    not raw `WARNING:fedfraud.server:...` records through whatever root handler is set."""
+    logger = logging.getLogger("fedfraud")
+    if not any(isinstance(h, _NoticeHandler) for h in logger.handlers):
+        logger.addHandler(_NoticeHandler(logging.WARNING))
+    logger.propagate = False
+
+
+class _NoticeHandler(logging.Handler):
+    """`note: MESSAGE` on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"note: {record.getMessage()}\n")
 
 
 def main() -> None:

@@ -17,12 +17,13 @@ def data_export(
     banks: Annotated[int, typer.Option(help="Banks the generator simulates.")] = 5,
     transactions: Annotated[int, typer.Option(help="Total transactions.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Write synthetic transactions as one PaySim- or ULB-format file (then: data prepare)."""
     from fedfraud.data.export import export_synthetic
 
     with console.status(f"exporting {transactions:,} synthetic transactions as {format}"):
-        summary = export_synthetic(format, out, banks, transactions, seed)
+        summary = export_synthetic(format, out, banks, transactions, seed, force=force)
     console.print(
         f"wrote {summary['rows']:,} transactions ({summary['fraud']:,} fraud) to "
         f"{summary['path']} in {summary['format']} format; split it into banks with "

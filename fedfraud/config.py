@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -18,6 +20,9 @@ PARTITIONS = ("iid", "dirichlet")
 # What DP protects (docs/privacy.md): "record" = Opacus DP-SGD in the bank (MLP only), "bank" =
 # clipped update + distributed Gaussian noise, "both", or "auto" (MLP: record, GNN: bank).
 DP_LEVELS = ("auto", "record", "bank", "both")
+# Cross-bank signals (docs/cross-bank.md): "sketch" adds a secure account-sketch stage and its
+# features; "sketch+psi" also matches alerts privately (not wired into the federation yet).
+CROSS_BANK = ("off", "sketch", "sketch+psi")
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -69,12 +74,15 @@ class RunConfig:
     # Simulation engine only: CPUs reserved per simulated bank (banks training at once =
     # machine CPUs / client_cpus; fractions let more banks share a core).
     client_cpus: float = 1.0
+    # Cross-bank account sketches (fedfraud/crossbank/sketch.py): the same shape at every bank.
+    cross_bank: str = "off"
+    sketch_width: int = 2048  # cells per hash row (error e/width of a window's mass)
+    sketch_depth: int = 2  # hash rows (failure probability exp(-depth))
+    sketch_windows: int = 32  # time windows from hour 0; later rows fall into the last one
+    sketch_window_h: float = 72.0  # hours per window
 
     def __post_init__(self) -> None:
-        _check(
-            self.num_banks >= 3,
-            "num-banks must be at least 3: no aggregate may combine fewer than 3 banks",
-        )
+        _check(self.num_banks >= 1, "num-banks must be at least 1")
         _check(self.num_rounds >= 1, "num-rounds must be at least 1")
         _check(self.model in MODELS, f"model must be one of {', '.join(MODELS)}")
         _check(self.gnn_conv in GNN_CONVS, f"gnn-conv must be one of {', '.join(GNN_CONVS)}")
@@ -82,7 +90,10 @@ class RunConfig:
         _check(self.local_epochs >= 1, "local-epochs must be at least 1")
         _check(self.batch_size >= 8, "batch-size must be at least 8")
         _check(0 < self.lr < 10, "lr must be in (0, 10)")
-        _check(self.dp_epsilon >= 0, "dp-epsilon must be >= 0 (0 disables DP)")
+        _check(
+            math.isfinite(self.dp_epsilon) and self.dp_epsilon >= 0,
+            f"dp-epsilon must be a finite number >= 0 (0 disables DP), got {self.dp_epsilon}",
+        )
         _check(0 < self.dp_delta < 1, "dp-delta must be in (0, 1)")
         _check(self.dp_clip > 0, "dp-clip must be positive")
         _check(self.dp_grad_clip > 0, "dp-grad-clip must be positive")
@@ -100,15 +111,44 @@ class RunConfig:
         )
         _check(self.patience >= 0, "patience must be >= 0 (0 disables early stopping)")
         _check(self.round_timeout > 0, "round-timeout must be positive")
+        _check(self.seed >= 0, f"seed must be 0 or more, got {self.seed}")
         _check(
             self.min_banks <= self.num_banks,
-            f"min-banks ({self.min_banks}) cannot exceed num-banks ({self.num_banks})",
+            f"{_plural(self.num_banks, 'bank')} is too few: every round needs at least "
+            f"min-banks={self.min_banks} banks; pass --banks {self.min_banks} or more "
+            "(min-banks itself is set in a --config file)",
         )
         _check(self.data_format in DATA_FORMATS, f"format must be one of {', '.join(DATA_FORMATS)}")
         _check(self.partition in PARTITIONS, f"partition must be one of {', '.join(PARTITIONS)}")
         _check(self.dirichlet_alpha > 0, "dirichlet-alpha must be positive")
         _check(self.transactions >= 100, "transactions must be at least 100")
         _check(self.client_cpus > 0, "client-cpus must be positive (e.g. 1 or 0.5)")
+        _check(
+            not self.mapping or self.data_format not in ("synthetic", "banks"),
+            f"--mapping applies to a CSV/Parquet file (--data FILE), not to {self.data_format} "
+            "data; drop --mapping or pass --data FILE",
+        )
+        _check(
+            self.cross_bank in CROSS_BANK,
+            f"cross-bank must be one of {', '.join(CROSS_BANK)} (got {self.cross_bank!r})",
+        )
+        _check(
+            self.cross_bank != "sketch+psi",
+            "cross-bank=sketch+psi: private alert matching is not wired into the federation "
+            "yet (fedfraud/crossbank/psi.py is the library only); use cross-bank=sketch",
+        )
+        self.sketch_spec()  # raises ConfigError on a bad sketch shape
+
+    def sketch_spec(self):
+        """The consortium sketch's shape (fedfraud.crossbank.sketch.SketchSpec)."""
+        from fedfraud.crossbank.sketch import SketchSpec
+
+        return SketchSpec(
+            window_h=self.sketch_window_h,
+            windows=self.sketch_windows,
+            depth=self.sketch_depth,
+            width=self.sketch_width,
+        )
 
     @property
     def dp(self) -> bool:
@@ -151,15 +191,47 @@ class RunConfig:
         return cls.from_mapping({**section, **(overrides or {})})
 
 
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+_KIND_WORDS = {int: "a whole number", float: "a finite number", str: "text", bool: "true or false"}
+
+
 def _coerce(name: str, value: Any, kind: type) -> Any:
-    try:
-        if kind is bool:
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{name.replace('_', '-')}: cannot read {value!r} as {kind.__name__}"
-        ) from exc
+    """`value` as `kind`, strictly: 1.5 is not an int, true is not a number, inf is not a
+    setting. Strings (Flower node-config, CLI) are parsed; anything else is a ConfigError."""
+    key = name.replace("_", "-")
+    wrong = ConfigError(f"{key} must be {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower() if isinstance(value, str | int) else None
+        if word not in _BOOL_WORDS:
+            raise wrong
+        return _BOOL_WORDS[word]
+    if kind is str:
+        if isinstance(value, str | os.PathLike):
+            return str(value)
+        raise wrong
+    if isinstance(value, bool):
+        raise wrong
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if kind is float else int(value.strip())
+        except ValueError:
+            raise wrong from None
+    if not isinstance(value, int | float):
+        raise wrong
+    if not math.isfinite(value):
+        hint = " (0 disables DP)" if key == "dp-epsilon" else ""
+        raise ConfigError(f"{key} must be a finite number{hint}, got {value!r}")
+    if kind is int:
+        if float(value) != int(value):
+            raise wrong
+        return int(value)
+    return float(value)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _check(ok: bool, message: str) -> None:

@@ -28,6 +28,7 @@ from torch import nn
 
 from fedfraud.data.features import SPLITS, TRAIN, VAL
 from fedfraud.errors import FedfraudError
+from fedfraud.io import atomic_write_text
 from fedfraud.run_model import load_run_model
 from fedfraud.scoring import DEFAULT_TARGET_FPR, bank_table, choose_threshold, read_bank_dir
 from fedfraud.train import make_inputs
@@ -157,12 +158,9 @@ def explain_bank(
         )
         raw = np.column_stack([np.full((len(explained), 2), np.nan), raw])
         names = (*GRAPH_PLAYERS, *names)
-    ordered = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    ids = (
-        ordered["tx_id"].to_numpy()[explained].tolist()
-        if "tx_id" in ordered
-        else explained.tolist()
-    )
+    # The bank's own ids (row numbers of its source file when it had none); the row index
+    # only for a hand-made table without a tx_id column.
+    ids = table.tx_id[explained].tolist() if table.tx_id is not None else explained.tolist()
     return Explanation(
         bank=Path(bank_dir).name,
         split=split,
@@ -205,7 +203,7 @@ def write_explanation(expl: Explanation, out_dir: Path, top: int = 5) -> tuple[P
         ),
     }
     json_path = out_dir / "explanations.json"
-    json_path.write_text(json.dumps(doc, indent=1, default=str))
+    atomic_write_text(json_path, json.dumps(doc, indent=1, default=str))
     plt.figure()
     with warnings.catch_warnings():  # graph players have no feature value to colour by (NaN)
         warnings.simplefilter("ignore", RuntimeWarning)

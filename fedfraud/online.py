@@ -27,7 +27,7 @@ import numpy as np
 
 from fedfraud.data.features import transaction_features
 from fedfraud.data.history import ACCOUNT_FEATURES, NO_GAP_H, NODE_FEATURES, WINDOWS_H
-from fedfraud.data.schema import CHANNELS, MCC_BUCKETS, OPTIONAL_DEFAULTS
+from fedfraud.data.schema import OPTIONAL_DEFAULTS, check_value
 from fedfraud.errors import DataError
 
 
@@ -61,6 +61,8 @@ def _number(record: Mapping[str, Any], key: str, where: str) -> float | None:
     value = record.get(key)
     if _missing(value):
         return None
+    if isinstance(value, bool):  # JSON true is not an amount (float(True) would read 1.0)
+        raise DataError(f"{where}: '{key}' must be a number, got {value!r}")
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -87,6 +89,10 @@ def parse_transaction(
     for key, default in OPTIONAL_DEFAULTS.items():
         value = _number(record, key, where)
         opt[key] = float(default) if value is None else value
+    for key, value in (("amount", amount), ("timestamp", timestamp), *opt.items()):
+        problem = check_value(key, value)
+        if problem:  # out of range is an error, never clipped and scored
+            raise DataError(f"{where}: {problem}")
     sender = receiver = None
     if accounts:
         ids = {k: record.get(k) for k in ("sender", "receiver")}
@@ -106,10 +112,10 @@ def parse_transaction(
     return Transaction(
         amount=amount,
         timestamp=timestamp,
-        channel=int(min(max(opt["channel"], 0), len(CHANNELS) - 1)),
-        mcc=int(min(max(opt["mcc"], 0), len(MCC_BUCKETS) - 1)),
+        channel=int(opt["channel"]),
+        mcc=int(opt["mcc"]),
         device_new=float(opt["device_new"] > 0),
-        geo_km=max(opt["geo_km"], 0.0),
+        geo_km=opt["geo_km"],
         sender=sender,
         receiver=receiver,
         extra=extra,

@@ -59,6 +59,10 @@ class BankPolicy(BaseModel):
     max_delta: float | None = Field(default=None, gt=0, lt=1)
     # ε budget across runs (the run-config's privacy-budget can only tighten it).
     privacy_budget: float | None = Field(default=None, gt=0)
+    # Consortium sketch key (cross-bank=sketch): 32+ secret bytes every bank holds and the
+    # operator never does, handed out among the banks out of band. Unset: the bank does not
+    # take part in cross-bank sketches.
+    sketch_key_path: Path | None = None
 
     @field_validator("allowed_backends", "allowed_models", mode="before")
     @classmethod
@@ -88,7 +92,7 @@ class BankPolicy(BaseModel):
     def from_mapping(cls, values: Mapping[str, Any], base: Path | None = None) -> BankPolicy:
         """Validate `values` (kebab- or snake-case keys); relative paths resolve under `base`."""
         values = {_kebab(k): v for k, v in values.items() if _kebab(k) in _KEYS}
-        for key in ("roster-path", "identity-path"):
+        for key in ("roster-path", "identity-path", "sketch-key-path"):
             if key in values and base is not None and not Path(str(values[key])).is_absolute():
                 values[key] = Path(base) / str(values[key])
         try:

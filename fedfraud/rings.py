@@ -64,6 +64,8 @@ def find_rings(
             "mean_score": float(scores[rows].mean()),
             "fraud_share": float(table.y[rows].mean()),
         }
+        if table.tx_id is not None:  # what an investigator looks up: the bank's own ids
+            ring["tx_ids"] = table.tx_id[rows][:20].tolist()
         if table.typology is not None:  # ground truth, for research reports only
             fraud_types = table.typology[rows][table.y[rows] == 1].tolist()
             ring["typology"] = Counter(fraud_types).most_common(1)[0][0] if fraud_types else "legit"

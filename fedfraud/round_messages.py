@@ -6,6 +6,12 @@ STATS = "stats"  # banks send their feature moments through secure aggregation o
 # Evaluation is two messages: "evaluate" (banks score MODEL on SPLIT and send protected per-bin
 # counts) then "query.pooled" (banks reveal the aggregated COUNTS, answer consortium metrics).
 POOLED = "pooled"
+# Cross-bank sketch stage ("query.sketch", round 0, run-config cross-bank=sketch): banks send
+# their keyed account sketches protected; the aggregate rides under SKETCH (with its proof) in
+# every later train/evaluate message, and SKETCH_CONTRIBUTORS in CONFIG says how many banks it
+# sums (the backends reveal the mean of weight-1 contributions).
+SKETCH = "sketch"
+SKETCH_CONTRIBUTORS = "sketch-contributors"
 
 # RecordDict keys.
 CONFIG = "config"  # ConfigRecord: the run's RunConfig.to_run_config() plus ROUND

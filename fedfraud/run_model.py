@@ -11,8 +11,8 @@ aggregation before round 1, so writing them next to the model reveals nothing ne
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from fedfraud.config import RunConfig
 from fedfraud.data.features import BankTable
 from fedfraud.data.scaling import Scaler
 from fedfraud.errors import FedfraudError
+from fedfraud.io import atomic_write, atomic_write_text
 
 MODEL_WEIGHTS_FILE = "model.pt"
 MODEL_CARD_FILE = "model.json"
@@ -89,9 +90,7 @@ def save_model_card(out_dir: Path, config: RunConfig, table: BankTable, scaler: 
         node_feature_names=table.node_feature_names,
         scaler=scaler,
     )
-    path = Path(out_dir) / MODEL_CARD_FILE
-    path.write_text(json.dumps(card.to_json(), indent=1))
-    return path
+    return atomic_write_text(Path(out_dir) / MODEL_CARD_FILE, json.dumps(card.to_json(), indent=1))
 
 
 def save_run_model(
@@ -101,13 +100,10 @@ def save_run_model(
     scorer reading the folder while a new round lands never sees half a file."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / ".staging"
-    staging.mkdir(exist_ok=True)
-    torch.save(model.state_dict(), staging / MODEL_WEIGHTS_FILE)
-    save_model_card(staging, config, table, scaler)
-    for name in (MODEL_WEIGHTS_FILE, MODEL_CARD_FILE):
-        os.replace(staging / name, out_dir / name)
-    staging.rmdir()
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
+    atomic_write(out_dir / MODEL_WEIGHTS_FILE, weights.getvalue())
+    save_model_card(out_dir, config, table, scaler)
 
 
 def load_run_model(run_dir: Path) -> tuple[nn.Module, ModelCard]:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from fedfraud.data.features import VAL, BankTable, build_bank_table
+from fedfraud.data.schema import check_tx_ids
 from fedfraud.data.store import TRANSACTIONS_FILE, read_bank
 from fedfraud.errors import DataError, FedfraudError
 from fedfraud.online import (
@@ -286,4 +287,7 @@ def read_transactions(path: Path) -> pd.DataFrame:
         raise DataError(f"{path} is not a readable table ({exc.__class__.__name__})") from exc
     if frame.empty:
         raise DataError(f"{path} has no rows to score")
+    for column in ID_FIELDS:  # answers are matched to transactions by id: one id, one row
+        if column in frame.columns:
+            check_tx_ids(frame[column], str(path), column)
     return frame

@@ -24,6 +24,7 @@ from fedfraud.config import RunConfig
 from fedfraud.data.features import TEST, TRAIN, VAL
 from fedfraud.data.scaling import moment_weight, stats_update
 from fedfraud.errors import BudgetExceededError, ConfigError, FedfraudError, PayloadError
+from fedfraud.io import atomic_write_text
 from fedfraud.metrics import ScoreCounts, flat_metrics, json_safe, pooled_metrics
 from fedfraud.policy import PolicyRefusal
 from fedfraud.privacy import BankRound
@@ -45,6 +46,7 @@ from fl_client.bank import (
     model_inputs,
     revealed_scaler,
 )
+from fl_client.crossbank import own_sketch, with_cross_bank
 from fl_client.guard import BankGuard, payload_sha256
 from secure_agg import StageContext, secaggplus
 
@@ -133,6 +135,20 @@ def stats(
     return _signed_reply(node, guard, ctx, payload, {"protect_s": time.perf_counter() - start})
 
 
+@app.query(rm.SKETCH)
+@_handler
+def sketch(
+    msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard
+) -> RecordDict:
+    """Send this bank's keyed account sketch, protected, for the consortium sketch."""
+    ctx = guard.stage(msg.content, rm.SKETCH, 0)
+    vector = own_sketch(node.data_path, node.bank_id, config, guard.policy)
+    agg = aggregator(config, _options(msg, context, guard))
+    start = time.perf_counter()
+    payload = agg.client_protect([vector], 1.0, round=0, context=ctx)
+    return _signed_reply(node, guard, ctx, payload, {"protect_s": time.perf_counter() - start})
+
+
 def _global_model(
     msg: Message,
     context: Context,
@@ -151,7 +167,10 @@ def _global_model(
     start = time.perf_counter()
     scaler_payload, scaler_ctx = guard.aggregate(msg.content, rm.SCALER, agg, ctx, 0, rm.STATS)
     scaler = revealed_scaler(agg, scaler_payload, table, context=scaler_ctx)
-    inputs = model_inputs(config.model, table, payload_sha256(scaler_payload), scaler)
+    table, scaler, sketch_key = with_cross_bank(
+        msg.content, config, node.data_path, guard, agg, ctx, table, scaler
+    )
+    inputs = model_inputs(config.model, table, payload_sha256(scaler_payload) + sketch_key, scaler)
     # Round 1: the shared-seed initial model, output bias at the consortium's prior log-odds.
     model = build_model(config, table, scaler.fraud_rate)
     if key in msg.content or model_round >= 1:
@@ -232,9 +251,12 @@ def pooled(
     return RecordDict({rm.METRICS: MetricRecord(flat_metrics(pooled_metrics(counts)))})
 
 
-# SecAgg+ runs every exchange that aggregates (stats, train, evaluate) as Flower 'train'
+# SecAgg+ runs every exchange that aggregates (stats, sketch, train, evaluate) as Flower 'train'
 # messages; its mod masks what these functions return and leaves other backends' messages alone.
-@app.train(mods=[secaggplus.client_mod({f"query.{rm.STATS}": stats, "evaluate": evaluate})])
+_AGGREGATED = {f"query.{rm.STATS}": stats, f"query.{rm.SKETCH}": sketch, "evaluate": evaluate}
+
+
+@app.train(mods=[secaggplus.client_mod(_AGGREGATED)])
 @_handler
 def train(
     msg: Message, context: Context, config: RunConfig, node: BankNode, guard: BankGuard
@@ -294,6 +316,4 @@ def keep_bank_metrics(model_dir: Path, split: str, rnd: int, metrics: dict) -> N
         kept["val"] = [e for e in kept.get("val", []) if e.get("round") != rnd] + [entry]
     else:
         kept["test"] = entry
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(kept), indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(json_safe(kept), indent=2))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ import fedfraud
 from fedfraud.audit import sha256_hex
 from fedfraud.config import RunConfig
 from fedfraud.errors import ConfigError, PayloadError
+from fedfraud.io import atomic_write
 from fedfraud.metrics import json_safe
 from fl_server.federation import RunState
 from secure_agg import Payload
@@ -34,22 +34,6 @@ FORMAT = 1
 RESUMABLE_CHANGES = frozenset(
     {"num_rounds", "round_timeout", "min_banks", "out_dir", "data_dir", "keys_dir", "data_path"}
 )
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder + rename, fsynced."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 class Checkpoint:

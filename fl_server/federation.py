@@ -27,6 +27,7 @@ from fedfraud.metrics import json_safe
 from fedfraud.privacy.operator import privacy_summary, round_privacy
 from fl_server.consortium import REAGGREGABLE, Proof, check_signature, operator_roster, stage_record
 from fl_server.selection import agreed_metrics, select_round
+from fl_server.sketch_stage import run_sketch_stage, sketch_records
 from secure_agg import Aggregate, Exchange, Payload, SecureAggregator, is_interactive
 from secure_agg.roster import Roster
 
@@ -34,7 +35,7 @@ log = logging.getLogger("fedfraud.server")
 
 
 # Stages whose replies are securely aggregated (an interactive backend runs them itself).
-AGGREGATED_STAGES = ("train", f"query.{rm.STATS}", "evaluate")
+AGGREGATED_STAGES = ("train", f"query.{rm.STATS}", f"query.{rm.SKETCH}", "evaluate")
 
 
 class FederationError(FedfraudError):
@@ -78,6 +79,12 @@ class RunState:
     scaler_proof: dict[str, Any] | None = None
     global_proof: dict[str, Any] | None = None
     best_proof: dict[str, Any] | None = None
+    # Cross-bank sketch stage (cross-bank=sketch): the protected consortium sketch, its proof,
+    # how many banks it sums and the stage's audit evidence.
+    sketch: Payload | None = None
+    sketch_proof: dict[str, Any] | None = None
+    sketch_banks: int = 0
+    sketch_evidence: dict[str, Any] = field(default_factory=dict)
 
 
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -330,6 +337,10 @@ class Federation:
             self.state.scaler_proof = self._proof(replies, agg, 0, rm.STATS)
             if self.journal:
                 self.journal.stats_done(self.state, self._evidence(replies, agg))
+        if self.config.cross_bank != "off" and self.state.sketch is None:
+            self.state.sketch_evidence = run_sketch_stage(self, nodes)
+            if self.journal:
+                self.journal.stats_done(self.state, self.state.sketch_evidence)
         while len(self.state.rounds) < self.config.num_rounds and not self._patience_spent():
             rnd = len(self.state.rounds) + 1
             record = self.run_round(nodes, rnd)
@@ -353,13 +364,14 @@ class Federation:
     def run_round(self, nodes: list[int], rnd: int) -> dict[str, Any]:
         """Train + secure aggregation + evaluation for one round."""
         t0 = time.perf_counter()
-        extra = {rm.SCALER: self.state.scaler}
-        proofs = {rm.SCALER: self.state.scaler_proof}
+        x_extra, x_proofs, x_settings = sketch_records(self.state)
+        extra = {rm.SCALER: self.state.scaler, **x_extra}
+        proofs = {rm.SCALER: self.state.scaler_proof, **x_proofs}
         if self.state.global_model is not None:
             extra[rm.GLOBAL] = self.state.global_model
             proofs[rm.GLOBAL] = self.state.global_proof
         training = [n for n in nodes if n not in self.halted_nodes]
-        replies = self.broadcast(training, rm.TRAIN_STAGE, rnd, extra, proofs)
+        replies = self.broadcast(training, rm.TRAIN_STAGE, rnd, extra, proofs, x_settings)
         self._halt(replies, rnd)
         agg, aggregate_s = self._aggregate(replies, f"round {rnd}")
         self.state.global_model = agg.payload
@@ -418,11 +430,11 @@ class Federation:
         t0 = time.perf_counter()
         where = f"round {rnd} evaluation ({split})"
         stage = rm.evaluation_stage(split)
-        extra = {rm.SCALER: self.state.scaler, rm.MODEL: model}
-        proofs = {rm.SCALER: self.state.scaler_proof, rm.MODEL: proof}
-        replies = self.broadcast(
-            nodes, "evaluate", rnd, extra, proofs, {rm.SPLIT: split}, stage=stage
-        )
+        x_extra, x_proofs, x_settings = sketch_records(self.state)
+        extra = {rm.SCALER: self.state.scaler, rm.MODEL: model, **x_extra}
+        proofs = {rm.SCALER: self.state.scaler_proof, rm.MODEL: proof, **x_proofs}
+        settings = {rm.SPLIT: split, **x_settings}
+        replies = self.broadcast(nodes, "evaluate", rnd, extra, proofs, settings, stage=stage)
         agg, _ = self._aggregate(replies, where)
         revealing = [replies.nodes[b] for b in agg.included if b in replies.nodes]
         answers = self.broadcast(
@@ -507,6 +519,7 @@ class Federation:
                 "rounds": self.state.rounds,
                 "final": dict(final),
                 "privacy": privacy_summary(cfg, self.state.rounds, self.state.halted),
+                **({"sketch_stage": self.state.sketch_evidence} if self.state.sketch else {}),
                 "timing": {
                     "total_s": total_s,
                     "mean_round_s": (

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedfraud.errors import FedfraudError, PayloadError
+from fedfraud.io import atomic_write
 from secure_agg._crypten_compat import import_crypten
 from secure_agg.base import Payload
 from secure_agg.crypten_committee import (
@@ -195,9 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # the operator never sees a half-written file
+    atomic_write(path, data, durable=False)  # the operator never sees a half-written file
 
 
 if __name__ == "__main__":

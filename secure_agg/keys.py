@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import struct
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import Any, Literal
 import tenseal as ts
 
 from fedfraud.errors import ConfigError
+from fedfraud.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -369,18 +369,8 @@ def _encode(kind: Kind, keys: CKKSKeys, body: bytes) -> bytes:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    # Create the temporary file with its final mode, so a secret is never briefly world-readable.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    # The temporary file has its final mode from the start: a secret is never world-readable.
+    atomic_write(path, data, mode=mode)
 
 
 def _int_option(options: Mapping[str, Any], name: str, default: int) -> int:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedfraud.errors import ConfigError
+from fedfraud.io import atomic_write
 
 ROSTER_FILE = "roster.json"
 IDENTITY_FILE = "identity.pem"
@@ -126,9 +127,7 @@ class Roster:
     def save(self, path: Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(json.dumps(json.loads(self.canonical()), indent=2).encode() + b"\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(json.loads(self.canonical()), indent=2).encode() + b"\n")
 
     @classmethod
     def load(cls, path: Path) -> Roster:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -16,11 +17,13 @@ import pandas as pd
 from fedfraud import round_messages as rm
 from fedfraud.baselines import centralized, centralized_same_features, local_only
 from fedfraud.config import RunConfig
+from fedfraud.crossbank.features import cross_bank_scaler
 from fedfraud.data.features import TEST, TRAIN, VAL, BankTable, build_bank_table
 from fedfraud.data.scaling import Scaler, moment_weight, stats_update
 from fedfraud.data.schema import has_accounts, require_fraud
 from fedfraud.data.store import MANIFEST_FILE, list_banks, read_bank
 from fedfraud.errors import ConfigError, DataError, FedfraudError
+from fedfraud.io import atomic_write_text
 from fedfraud.metrics import (
     ScoreCounts,
     binned_metrics,
@@ -46,9 +49,51 @@ from secure_agg import (
 )
 from secure_agg.consortium import CONSORTIUM_DIR_KEY, provision_consortium
 from secure_agg.roster import IDENTITY_FILE, ROSTER_FILE
+from simulations.crossbank import research_view
 
 log = logging.getLogger("fedfraud.simulate")
 Progress = Callable[[str, dict[str, Any]], None]  # (event, details)
+
+
+# Rough peak memory per simulated transaction (frames, features, graph, baselines' copies),
+# used only to refuse sizes no run on this machine could finish.
+BYTES_PER_TRANSACTION = 2_000
+
+
+def machine_cpus() -> int:
+    """CPUs the simulation engine (Ray) will see; cgroup limits included where Ray knows them."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return int(get_num_cpus())
+    except Exception:  # ray moved its helper: the OS's view is the next best
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+
+
+def check_resources(config: RunConfig) -> None:
+    """Refuse, before anything is written, what this machine cannot run: Ray would otherwise
+    wait forever for a CPU share that never frees up ("ActorPool is empty")."""
+    cpus = machine_cpus()
+    if config.client_cpus > cpus:
+        raise ConfigError(
+            f"client-cpus {config.client_cpus:g} is more than this machine's {cpus} CPU(s); "
+            f"use at most {cpus} (e.g. --client-cpus 1, or 0.5 for two banks per core)"
+        )
+    if config.data_format == "synthetic" and not config.data_dir:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return
+        if config.transactions * BYTES_PER_TRANSACTION > memory:
+            most = memory // BYTES_PER_TRANSACTION
+            raise ConfigError(
+                f"{config.transactions:,} transactions need more memory than this machine's "
+                f"{memory / 2**30:.0f} GiB; use --transactions {most:,} or fewer"
+            )
 
 
 def prepare_data(config: RunConfig, run_dir: Path) -> Path:
@@ -254,6 +299,7 @@ def analyse_final_model(
     tables: dict[str, BankTable],
     round_models: Mapping[int, Payload],
     results: Mapping[str, Any],
+    cross: Mapping[str, BankTable] | None = None,
 ) -> dict[str, Any]:
     """Researcher-side view of the federated model, only possible because a simulation holds
     all banks' keys: the per-bank tables a deployed bank keeps to itself (selected model), the
@@ -262,13 +308,16 @@ def analyse_final_model(
     the GNN's flagged account groups."""
     bank = next(iter(tables))
     agg = get(config.secure_agg, "client", bank_options(config, shared_options, bank))
-    first = tables[bank]
-    model = build_model(config, first)
     # Same pooled moments the banks computed through secure aggregation.
     total = sum(moment_weight(t) for t in tables.values())
     per_bank = [(moment_weight(t), stats_update(t)) for t in tables.values()]
     moments = [sum(w * m[i] for w, m in per_bank) / total for i in range(len(per_bank[0][1]))]
     scaler = Scaler.from_moments(moments)
+    if cross:  # the banks' tables with their cross-bank columns (same values, clear sketch)
+        tables = dict(cross)
+        scaler = cross_bank_scaler(scaler, tables[bank])
+    first = tables[bank]
+    model = build_model(config, first)
     inputs = {name: make_inputs(config.model, t, scaler) for name, t in tables.items()}
 
     def scored(payload: Payload, rnd: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -321,6 +370,7 @@ def simulate(
         )
     options = dict(options or {})
     validate(config.secure_agg, {**config.to_run_config(), **options})
+    check_resources(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -334,18 +384,23 @@ def simulate(
     with tempfile.TemporaryDirectory(prefix="fedfraud-keys-") as keys_dir:
         shared = {**provision(config.secure_agg, Path(keys_dir), config.num_banks), **options}
         shared[CONSORTIUM_DIR_KEY] = str(provision_banks(config, Path(keys_dir), list(tables)))
+        cross = research_view(config, frames, tables, Path(shared[CONSORTIUM_DIR_KEY]))
         results = run_federation(config, shared, progress, round_models)
         ledger_epsilons(config, results, data_dir, list(tables))
         results["analysis"] = analyse_final_model(
-            config, out_dir, shared, tables, round_models, results
+            config, out_dir, shared, tables, round_models, results, cross and cross.tables
         )
+        if cross:
+            results["analysis"]["cross_bank"] = cross.summary
     if baselines:
         if progress:
             progress("baselines", {})
         results["baselines"] = {
             "local_only": local_only(config, tables),
-            "centralized": centralized(config, frames),
-            "centralized_same_features": centralized_same_features(config, tables),
+            "centralized": centralized(config, frames, cross and cross.features),
+            "centralized_same_features": centralized_same_features(
+                config, cross.tables if cross else tables
+            ),
         }
     results["timing"]["simulate_total_s"] = time.perf_counter() - start
     results["data"] = (
@@ -357,7 +412,7 @@ def simulate(
     results["data"]["format"] = config.data_format
     results["data"]["warnings"] = warnings
     results = json_safe(results)
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    atomic_write_text(out_dir / RESULTS_FILE, json.dumps(results, indent=2))
     from simulations.report import write_report
 
     write_report(results, out_dir)

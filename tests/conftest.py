@@ -37,6 +37,48 @@ def assert_user_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
     assert fragment in " ".join(proc.stderr.split())
 
 
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in this process (fast: heavy imports are shared) as `fedfraud ARGS` would:
+    (exit code, stdout, stderr). A bug's traceback propagates and fails the test."""
+    import logging
+
+    from fedfraud.cli import main
+
+    capsys.readouterr()
+    argv, logger = sys.argv, logging.getLogger("fedfraud")
+    handlers, propagate = list(logger.handlers), logger.propagate
+    sys.argv = ["fedfraud", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:  # the CLI's logging set-up must not leak into other tests' caplog
+        sys.argv = argv
+        logger.handlers[:], logger.propagate = handlers, propagate
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(result: tuple[int, str, str], *fragments: str) -> str:
+    """Exit code 2 and exactly one line on stderr, naming every fragment; returns the line."""
+    code, out, err = result
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: compare before/after to prove nothing changed."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
 def random_bank(
     rng: np.random.Generator, n: int, offset: int, accounts: bool = True
 ) -> pd.DataFrame:

@@ -21,8 +21,9 @@ import pandas as pd
 
 from fedfraud.data.features import build_bank_table
 from fedfraud.data.schema import CHANNELS
-from fedfraud.data.synth import generate_consortium
+from fedfraud.data.synth import check_args, generate_consortium
 from fedfraud.errors import ConfigError
+from fedfraud.io import atomic_write, atomic_write_text, check_out_file
 
 EXPORT_FORMATS: tuple[str, ...] = ("paysim", "ulb")
 ULB_COMPONENTS = 28
@@ -32,10 +33,16 @@ PAYSIM_TYPE = {"card_present": "DEBIT", "card_not_present": "PAYMENT", "transfer
 
 
 def export_synthetic(
-    fmt: str, out: Path, num_banks: int = 5, transactions: int = 200_000, seed: int = 0
+    fmt: str,
+    out: Path,
+    num_banks: int = 5,
+    transactions: int = 200_000,
+    seed: int = 0,
+    force: bool = False,
 ) -> dict[str, int | str]:
     """Generate a consortium, pool its banks and write them to `out` (.csv, or .parquet) in
-    `fmt`'s layout; return a summary (rows, fraud, format, path)."""
+    `fmt`'s layout; return a summary (rows, fraud, format, path). An existing `out` is kept
+    unless `force`; the file is written atomically (a reader never sees half of it)."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of paysim, ulb.")
     out = Path(out)
@@ -43,13 +50,14 @@ def export_synthetic(
         raise ConfigError(f"{out} is a folder; give --out a file name such as paysim.csv.")
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"{out}: give --out a .csv or .parquet file name.")
+    check_args(num_banks, transactions, seed)
+    check_out_file(out, force=force)  # before minutes of generating: exists, or not writable
     frames = generate_consortium(num_banks, transactions, seed)
     table = paysim_table(frames, seed) if fmt == "paysim" else ulb_table(frames, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
-        table.to_parquet(out, index=False)
+        atomic_write(out, table.to_parquet(None, index=False), durable=False)
     else:
-        table.to_csv(out, index=False)
+        atomic_write_text(out, table.to_csv(index=False))
     label = "isFraud" if fmt == "paysim" else "Class"
     return {"format": fmt, "path": str(out), "rows": len(table), "fraud": int(table[label].sum())}
 

@@ -28,6 +28,7 @@ from fedfraud.data.schema import (
     CHANNELS,
     LABEL,
     MCC_BUCKETS,
+    TX_ID,
     TYPOLOGY,
     extra_feature_columns,
     has_accounts,
@@ -54,6 +55,7 @@ class BankTable:
     node_feature_names: tuple[str, ...] = ()
     # (num_nodes, k) account features over the TRAIN and VAL rows: the graph TEST rows see.
     node_x_eval: np.ndarray | None = None
+    tx_id: np.ndarray | None = None  # (n,) the bank's transaction ids, row-aligned (not a feature)
 
     def mask(self, split: int) -> np.ndarray:
         """Boolean mask of the rows in `split`."""
@@ -159,4 +161,5 @@ def build_bank_table(
         node_x=node_x,
         node_feature_names=node_names,
         node_x_eval=node_x_eval,
+        tx_id=df[TX_ID].to_numpy() if TX_ID in df.columns else None,
     )

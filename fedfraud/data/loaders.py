@@ -4,9 +4,9 @@ the canonical schema.
 Every user mistake becomes a one-line `DataError` naming the file or column and the fix; no
 pandas/pyarrow traceback reaches the user. Categorical values are mapped as follows:
 
-- channel: numeric codes 0..4 index `schema.CHANNELS`; strings match a channel name or a common
-  synonym (e.g. "online" -> card_not_present, "atm" -> cash, PaySim's types); anything else,
-  including empty cells and out-of-range codes, becomes "other".
+- channel: numeric codes 0..4 index `schema.CHANNELS` (another number, e.g. 99, is an error
+  naming that range); strings match a channel name or a common synonym (e.g. "online" ->
+  card_not_present, "atm" -> cash, PaySim's types); other strings and empty cells become "other".
 - mcc: numeric codes 0..9 index `schema.MCC_BUCKETS`; 4-digit ISO 18245 merchant category codes
   are bucketed (5411 -> grocery, 7995 -> gambling, ...); strings match a bucket name or synonym;
   anything else, including empty cells, becomes "unknown".
@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fedfraud.data import values as values_
@@ -44,6 +45,7 @@ from fedfraud.data.schema import (
     LABEL,
     MCC_BUCKETS,
     REQUIRED_COLUMNS,
+    TX_ID,
     TYPOLOGY,
     validate_transactions,
 )
@@ -78,6 +80,9 @@ def load_table(
     names or an explicit preset give. The resolved format ("paysim", "ulb", "txgraph", "csv" or
     "parquet") is left in `df.attrs["format"]`, the count of dropped unlabelled rows in
     `df.attrs["unlabelled_dropped"]`.
+    A `tx_id` column is kept (unique, non-empty); a file without one gets its row numbers
+    (1 = first data row, counted before unlabelled rows are dropped), so alerts can always be
+    traced back to the source.
     """
     path = Path(path)
     if fmt not in FORMATS:
@@ -254,11 +259,11 @@ def _preset_plan(preset: str, columns: list[str], path: Path) -> dict[str, str]:
         plan = {"timestamp": "step", "channel": "type", "amount": "amount",
                 "sender": "nameOrig", "receiver": "nameDest", LABEL: "isFraud"}  # fmt: skip
         plan.update({extra_name(c): c for c in PAYSIM_BALANCES if c in columns})
-        return plan
-    if preset == "txgraph":
+        return plan | _id_column(columns)
+    if preset == "txgraph":  # an id column is the tx_id, not one more categorical extra
         return {"timestamp": "Time", "sender": "Source", "receiver": "Target",
-                "amount": "Amount", LABEL: "Labels"}  # fmt: skip
-    plan = {"timestamp": "Time", "amount": "Amount", LABEL: "Class"}
+                "amount": "Amount", LABEL: "Labels", **_id_column(columns)}  # fmt: skip
+    plan = {"timestamp": "Time", "amount": "Amount", LABEL: "Class", **_id_column(columns)}
     plan.update({extra_name(c): c for c in columns if re.fullmatch(r"V\d+", c)})
     return plan
 
@@ -274,10 +279,23 @@ def _identity_plan(columns: list[str]) -> dict[str, str]:
             plan[name] = name
         elif len(lowered.get(name, [])) == 1:
             plan[name] = lowered[name][0]
+    if TX_ID not in plan:
+        plan.update(_id_column(columns))
     for column in columns:
         if column.startswith(EXTRA_PREFIX):
             plan.setdefault(extra_name(column[len(EXTRA_PREFIX) :]), column)
     return plan
+
+
+def _id_column(columns: list[str]) -> dict[str, str]:
+    """{tx_id: column} for the file's own transaction id under a common name, else {}."""
+    lowered: dict[str, list[str]] = {}
+    for column in columns:
+        lowered.setdefault(column.strip().lower(), []).append(column)
+    for alias in (TX_ID, "transaction_id", "txn_id", "id"):
+        if len(lowered.get(alias, [])) == 1:
+            return {TX_ID: lowered[alias][0]}
+    return {}
 
 
 def _check_plan(
@@ -334,17 +352,22 @@ def _to_canonical(
             out[target] = values_.categories(
                 values, CHANNELS, values_.CHANNEL_SYNONYMS, "other", {}
             )
+            values_.check_channel_codes(values, where)
         elif target == "mcc":
             out[target] = values_.categories(
                 values, MCC_BUCKETS, values_.MCC_SYNONYMS, "unknown", values_.ISO_LOOKUP
             )
         elif target in ACCOUNT_COLUMNS:
             out[target] = values_.accounts(values, where)
+        elif target == TX_ID:
+            out[target] = values_.ids(values)
         elif target == TYPOLOGY:
             out[target] = values.fillna("unknown").astype(str)
         else:
             out[target] = values_.numbers(values, where, boolean=target in (LABEL, "device_new"))
     df = pd.DataFrame(out)
+    if TX_ID not in df.columns:  # a file without ids: its row numbers are the ids alerts name
+        df.insert(0, TX_ID, np.arange(1, len(df) + 1, dtype=np.int64))
     keep = ~df[LABEL].isin(unlabelled)
     dropped = int((~keep).sum())
     if not keep.any():

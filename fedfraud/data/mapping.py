@@ -27,11 +27,18 @@ from fedfraud.data.schema import (
     EXTRA_PREFIX,
     OPTIONAL_DEFAULTS,
     REQUIRED_COLUMNS,
+    TX_ID,
     TYPOLOGY,
 )
 from fedfraud.errors import DataError
 
-CANONICAL: tuple[str, ...] = (*REQUIRED_COLUMNS, *ACCOUNT_COLUMNS, *OPTIONAL_DEFAULTS, TYPOLOGY)
+CANONICAL: tuple[str, ...] = (
+    TX_ID,
+    *REQUIRED_COLUMNS,
+    *ACCOUNT_COLUMNS,
+    *OPTIONAL_DEFAULTS,
+    TYPOLOGY,
+)
 ENCODINGS: tuple[str, ...] = ("auto", "onehot", "hash")
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import pandas as pd
 
 from fedfraud.data.loaders import load_table
 from fedfraud.data.schema import LABEL, has_accounts
-from fedfraud.data.store import MANIFEST_FILE, TRANSACTIONS_FILE, bank_name, write_banks
+from fedfraud.data.store import bank_name, remove_stale_banks, write_banks
 from fedfraud.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -165,7 +164,7 @@ def prepare_banks(
     df = load_table(source, fmt, mapping)
     frames = partition(df, num_banks, scheme=scheme, alpha=alpha, seed=seed)
     out_dir = Path(out_dir)
-    _remove_stale_banks(out_dir, keep=set(frames))
+    remove_stale_banks(out_dir, keep=set(frames))
     if mapping is None or isinstance(mapping, Mapping):
         mapping_meta: object = dict(mapping) if mapping else None
     else:
@@ -185,17 +184,3 @@ def prepare_banks(
         "unlabelled_dropped": int(df.attrs.get("unlabelled_dropped", 0)),
     }
     return write_banks(frames, out_dir, meta)
-
-
-def _remove_stale_banks(out_dir: Path, keep: set[str]) -> None:
-    """Delete bank files of an earlier, larger split so no phantom bank is picked up later."""
-    if not out_dir.is_dir():
-        return
-    for path in sorted(out_dir.glob(f"*/{TRANSACTIONS_FILE}")):
-        name = path.parent.name
-        if re.fullmatch(r"bank-\d+", name) and name not in keep:
-            log.info("removing %s left from an earlier split", path)
-            path.unlink()
-            if not any(path.parent.iterdir()):
-                path.parent.rmdir()
-    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)

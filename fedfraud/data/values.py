@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from fedfraud.data.schema import MCC_BUCKETS
+from fedfraud.data.schema import CHANNELS, MCC_BUCKETS, range_error
 from fedfraud.errors import DataError
 
 BOOL_WORDS = {"true": 1, "false": 0, "yes": 1, "no": 0, "y": 1, "n": 0, "t": 1, "f": 0}
@@ -129,6 +129,17 @@ def categories(
     return values.map(codes).fillna(fallback).astype(np.int64)
 
 
+def check_channel_codes(values: pd.Series, where: str) -> None:
+    """A numeric channel outside 0..4 is a code from another scheme, not "other": refuse it."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.notna() & ~numeric.isin(range(len(CHANNELS)))
+    if bad.any():
+        raise DataError(
+            f"{where}: {range_error('channel', plain(numeric[bad].iloc[0]))} (or map channel "
+            "names such as card_present, online, atm)."
+        )
+
+
 ISO_LOOKUP: dict[int, int] = {
     **{c: MCC_BUCKETS.index("travel") for c in range(3000, 4000)},
     **{c: MCC_BUCKETS.index(b) for b, codes in _ISO_MCC.items() for c in codes},
@@ -144,3 +155,11 @@ def accounts(values: pd.Series, where: str) -> pd.Series:
     if pd.api.types.is_float_dtype(values) and (values == np.floor(values)).all():
         values = values.astype(np.int64)
     return values.astype(str)
+
+
+def ids(values: pd.Series) -> pd.Series:
+    """Transaction ids keep their type; whole floats (a CSV column with gaps) become ints.
+    Empty and duplicated ids are rejected by validate_transactions."""
+    if pd.api.types.is_float_dtype(values) and (values.dropna() == np.floor(values.dropna())).all():
+        return values.astype("Int64") if values.isna().any() else values.astype(np.int64)
+    return values

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +18,7 @@ from typing import Any
 
 from fedfraud.config import RunConfig
 from fedfraud.errors import BudgetExceededError, ConfigError
+from fedfraud.io import atomic_write
 from fedfraud.privacy.accountant import UNITS, Mechanism, describe, epsilons_by_unit
 
 try:  # POSIX: serialise read-check-append across processes of one bank
@@ -163,16 +162,7 @@ class PrivacyLedger:
     def _write(self, data: dict[str, Any]) -> None:
         # Write-then-rename: a crash leaves either the old or the new ledger, never half of one.
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        atomic_write(self.path, json.dumps(data, indent=1).encode())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -1,5 +1,7 @@
 """fedfraud.online: a live transaction's features equal build_bank_table's for the newest row."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -108,8 +110,22 @@ def test_missing_extra_feature_is_refused():
         parse_transaction({"amount": 1, "timestamp": 1}, "row 1", accounts=False, extras=["x_v1"])
 
 
-def test_optional_columns_take_the_schema_defaults_and_ranges():
-    tx = parse_transaction(
-        {"amount": 1, "timestamp": 1, "channel": 99, "geo_km": -3}, "t", False, []
-    )
+def test_optional_columns_take_the_schema_defaults():
+    tx = parse_transaction({"amount": 1, "timestamp": 1}, "t", False, [])
     assert (tx.channel, tx.mcc, tx.device_new, tx.geo_km) == (4, 0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"channel": 99}, "'channel' must be in 0..4"),
+        ({"geo_km": -3}, "'geo_km' must be in 0..20040"),
+        ({"amount": 1e300}, "'amount' must be in 0..1e+12"),
+        ({"timestamp": 1e18}, "'timestamp' must be in 0..1e+07"),
+        ({"timestamp": -5}, "'timestamp' must be in 0..1e+07"),
+        ({"amount": True}, "'amount' must be a number"),
+    ],
+)
+def test_out_of_range_values_are_errors_naming_the_range(change, fragment):
+    with pytest.raises(DataError, match=re.escape(fragment)):
+        parse_transaction({"amount": 1, "timestamp": 1, **change}, "t", False, [])

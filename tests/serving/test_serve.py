@@ -15,7 +15,7 @@ def service(mlp_setup):
         {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items() if k != "is_fraud"}
         for r in new.to_dict("records")
     ]
-    return TestClient(create_app(scorer)), scorer, records
+    return TestClient(create_app(scorer, auth=None)), scorer, records
 
 
 def test_health_describes_model_and_threshold(service):
