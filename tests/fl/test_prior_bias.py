@@ -16,18 +16,13 @@ from fedfraud.config import RunConfig
 from fedfraud.data.features import TRAIN
 from fedfraud.train import get_weights
 from fl_client.bank import BankNode, load_table
-from secure_agg import Payload, get
-
-BANKS = ("bank-00", "bank-01", "bank-02")
+from fl_client.guard import BankGuard
+from fl_server.consortium import stage_record
+from secure_agg import get
+from tests.fl.conftest import bank_consortium
+from tests.fl.test_what_a_bank_sends import BANKS, backend_options, signed_stage
 
 pytestmark = pytest.mark.usefixtures("task_identity")
-
-
-def _message(config: RunConfig, kind: str, extra: dict[str, Payload] | None = None) -> Message:
-    content = RecordDict({rm.CONFIG: ConfigRecord({**config.to_run_config(), rm.ROUND: 1})})
-    for key, payload in (extra or {}).items():
-        content[key] = ConfigRecord(payload.to_record())
-    return Message(content, dst_node_id=1, message_type=kind)
 
 
 def _context(banks, bank: str, options: dict) -> Context:
@@ -39,22 +34,16 @@ def _context(banks, bank: str, options: dict) -> Context:
 def test_every_bank_starts_at_the_log_odds_of_the_consortium_fraud_rate(
     unequal_banks, tmp_path, backend
 ):
-    bank_options, server_options = {}, {}
-    if backend == "ckks":
-        from secure_agg.keys import init_keys
-
-        paths = init_keys(tmp_path / "keys")
-        bank_options = {"ckks-secret-context": str(paths.secret)}
-        server_options = {"ckks-public-context": str(paths.public)}
+    bank_options, server_options = backend_options(backend, tmp_path)
     config = RunConfig(num_banks=3, num_rounds=1, secure_agg=backend, seed=3)
-    stats = {}
-    for bank in BANKS:
-        reply = client_app.stats(
-            _message(config, "query.stats"), _context(unequal_banks, bank, bank_options)
-        )
-        assert not reply.has_error(), reply.error
-        stats[bank] = Payload.from_record(reply.content[rm.UPDATE])
-    scaler = get(backend, "server", server_options).server_aggregate(stats).payload
+    policies = bank_consortium(tmp_path / "consortium", list(BANKS))
+    options = {b: {**bank_options, **policies[b]} for b in BANKS}
+    run = "prior-bias"
+    server = get(backend, "server", server_options)
+    # The real, signed statistics stage of every bank.
+    scaler, proof = signed_stage(
+        unequal_banks, client_app.stats, "query.stats", rm.STATS, config, options, run, server
+    )
 
     tables = [load_table(unequal_banks / b, b) for b in BANKS]
     fraud = sum(float(t.y[t.mask(TRAIN)].sum()) for t in tables)
@@ -65,10 +54,22 @@ def test_every_bank_starts_at_the_log_odds_of_the_consortium_fraud_rate(
 
     models = []
     for bank in BANKS:
-        context = _context(unequal_banks, bank, bank_options)
+        context = _context(unequal_banks, bank, options[bank])
         node = BankNode.from_configs(context.node_config, config)
-        msg = _message(config, "train", {rm.SCALER: scaler})
-        _, revealed, _, model, _, _ = client_app._global_model(msg, context, config, node)
+        content = RecordDict(
+            {
+                rm.CONFIG: ConfigRecord({**config.to_run_config(), rm.ROUND: 1}),
+                rm.STAGE: stage_record(run, rm.TRAIN_STAGE, BANKS),
+                rm.SCALER: ConfigRecord(scaler.to_record()),
+                **proof.records(rm.SCALER),
+            }
+        )
+        msg = Message(content, dst_node_id=1, message_type="train")
+        guard = BankGuard.for_node(context.node_config, client_app._options(msg, context), bank)
+        ctx = guard.stage(msg.content, rm.TRAIN_STAGE, 1)
+        _, revealed, _, model, _, _ = client_app._global_model(
+            msg, context, config, node, guard, ctx, 0
+        )
         assert revealed.fraud_rate == pytest.approx(fraud / rows, rel=1e-4)
         assert float(model.net[-1].bias.detach()) == pytest.approx(prior, abs=1e-4)
         models.append(get_weights(model))
