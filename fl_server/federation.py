@@ -241,7 +241,35 @@ class Federation:
             replies.silent.add(node)
         for who, why in replies.failures.items():
             log.warning("%s %s failed: %s", message_type, who, why)
+        if self._lost_a_masked_participant(replies, message_type):
+            # Pairwise masks cancel only over the announced set: ask the banks that answered
+            # again, as a new participant set (fresh masks; the first contributions never open).
+            survivors = [replies.nodes[b] for b in sorted(replies.payloads)]
+            log.warning(
+                "%s %d: %d of %d announced banks answered; masked contributions only combine "
+                "over the announced set, so the stage runs again with those %d",
+                message_type,
+                round_,
+                len(survivors),
+                len(replies.participants),
+                len(survivors),
+            )
+            again = self.broadcast(survivors, message_type, round_, extra, proofs, settings, stage)
+            again.failures = {**replies.failures, **again.failures}
+            again.silent |= replies.silent
+            again.halted = {**replies.halted, **again.halted}
+            return again
         return replies
+
+    def _lost_a_masked_participant(self, replies: Replies, message_type: str) -> bool:
+        needs_all = getattr(self.aggregator, "needs_every_participant", None)
+        return (
+            message_type in AGGREGATED_STAGES
+            and replies.exchange is None
+            and needs_all is not None
+            and needs_all(replies.payloads)
+            and self.config.min_banks <= len(replies.payloads) < len(replies.participants)
+        )
 
     def _accept(
         self,

@@ -51,6 +51,7 @@ from secure_agg.base import (
     register,
     unflatten,
 )
+from secure_agg.ckks_masked import ENCODING as MASKED_ENCODING
 from secure_agg.ckks_masked import AggregateRejected, MaskedCKKS
 from secure_agg.roster import BankIdentity, Roster
 
@@ -154,6 +155,12 @@ class CKKSAggregator(MaskedCKKS):
         if copies < MIN_WEIGHT_COPIES:
             copies += slots
         return num_params + copies
+
+    @staticmethod
+    def needs_every_participant(payloads: Mapping[str, Payload]) -> bool:
+        """Masked contributions combine only over their stage's exact participant set (the
+        operator re-runs a stage that lost a participant with the banks that answered)."""
+        return any(p.meta.get("encoding") == MASKED_ENCODING for p in payloads.values())
 
     def server_aggregate(self, payloads: Mapping[str, Payload]) -> Aggregate:
         rejected: dict[str, str] = {}
