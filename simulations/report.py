@@ -294,11 +294,14 @@ def privacy_section(results: dict[str, Any]) -> list[str]:
             "counts from the operator and the other banks."
         )
     else:
+        # Older results.json files lack `unit`; never call the record level "one transaction".
         unit = privacy.get("unit") or {
-            "record": "one transaction (record-level DP-SGD)",
+            "record": "one training example (record-level DP-SGD)",
             "bank": "a bank's whole update per round (bank-level)",
-            "both": "one transaction and a bank's whole update",
+            "both": "one training example and a bank's whole update",
         }.get(str(privacy.get("level")), str(privacy.get("level")))
+        if isinstance(unit, list):
+            unit = "; ".join(unit)
         eps = privacy.get("epsilon_per_bank") or {}
         lines += [
             f"- unit protected: {unit}",
@@ -307,6 +310,15 @@ def privacy_section(results: dict[str, Any]) -> list[str]:
         ]
         if privacy.get("halted_banks"):
             lines.append(f"- halted (budget spent): {', '.join(privacy['halted_banks'])}")
+        changed = results.get("analysis", {}).get("privacy_unit", {})
+        if changed.get("rows_changed_per_transaction"):
+            k = changed["rows_changed_per_transaction"]
+            lines.append(
+                f"- one transaction is not the unit: removing one changes the features of other "
+                f"training rows of {changed.get('bank')} (median {k['median']:g}, p90 "
+                f"{k['p90']:g}, max {k['max']:g} of {k['sampled']} sampled); it is protected "
+                "only as that group of examples (no ε is claimed for it)"
+            )
     lines += [
         "",
         "Not covered by DP: the per-score-bin counts behind the pooled metrics (revealed as a "

@@ -33,7 +33,8 @@ from fedfraud.metrics import (
     sum_counts,
 )
 from fedfraud.privacy import LEDGER_FILE, RECORD, PrivacyLedger, uses
-from fedfraud.privacy.accountant import epsilons_by_unit
+from fedfraud.privacy.accountant import epsilons_by_unit, protected_unit
+from fedfraud.privacy.unit import privacy_unit_analysis
 from fedfraud.rings import bank_rings
 from fedfraud.run_model import save_run_model
 from fedfraud.train import build_model, make_inputs, predict, set_weights, weight_shapes
@@ -392,6 +393,10 @@ def simulate(
         )
         if cross:
             results["analysis"]["cross_bank"] = cross.summary
+        if config.dp:  # research side: measuring it reads a bank's rows
+            results["analysis"]["privacy_unit"] = privacy_unit_analysis(
+                protected_unit(config), frames
+            )
     if baselines:
         if progress:
             progress("baselines", {})

@@ -18,9 +18,15 @@ from opacus.accountants.utils import get_noise_multiplier
 
 from fedfraud.config import RunConfig
 
-RECORD = "record"  # unit: one transaction of a bank (DP-SGD inside the bank)
-BANK = "bank"  # unit: a bank's whole contribution (clipped update + distributed noise)
+# Levels name the mechanism; the *_UNIT strings name what each one protects. Record level is
+# per-example DP-SGD: it bounds one training row (its feature vector and label), NOT one
+# transaction, whose removal also changes later rows' account features (privacy/unit.py).
+RECORD = "record"  # DP-SGD inside the bank
+BANK = "bank"  # clipped update + distributed noise
 UNITS = (RECORD, BANK)
+RECORD_UNIT = "training example (one row: its feature vector and label)"
+BANK_UNIT = "a bank's whole round update"
+PROTECTED_UNITS = {RECORD: RECORD_UNIT, BANK: BANK_UNIT}
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,16 @@ def dp_level(config: RunConfig) -> str:
     if config.dp_level != "auto":
         return config.dp_level
     return RECORD if config.model == "mlp" else BANK
+
+
+def protected_unit(config: RunConfig) -> str | list[str] | None:
+    """results.json `privacy.unit`: what the run's ε is about (both units for "both", None off)."""
+    level = dp_level(config)
+    if level == "off":
+        return None
+    if level == "both":
+        return [RECORD_UNIT, BANK_UNIT]
+    return PROTECTED_UNITS[level]
 
 
 def uses(config: RunConfig, unit: str) -> bool:

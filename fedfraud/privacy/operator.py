@@ -18,6 +18,7 @@ from fedfraud.privacy.accountant import (
     bank_level_epsilons,
     bank_noise_multiplier,
     dp_level,
+    protected_unit,
     realised_noise_multiplier,
     uses,
 )
@@ -66,11 +67,13 @@ def _latest(rounds: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
 def privacy_summary(
     config: RunConfig, rounds: Sequence[Mapping[str, Any]], halted: Mapping[str, str]
 ) -> dict[str, Any]:
-    """results.json `privacy`: ε per bank after its last round, budgets and halted banks."""
+    """results.json `privacy`: the protected unit, ε per bank after its last round, budgets and
+    halted banks."""
     summary: dict[str, Any] = {
         "dp": config.dp,
         "delta": config.dp_delta,
         "level": dp_level(config),
+        "unit": protected_unit(config),
         "target_epsilon": config.dp_epsilon if config.dp else None,
         "epsilon_per_bank": _latest(rounds, "epsilon"),
         "budget": config.privacy_budget or None,

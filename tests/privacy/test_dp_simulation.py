@@ -13,7 +13,7 @@ from fedfraud import round_messages as rm
 from fedfraud.config import RunConfig
 from fedfraud.data.store import write_banks
 from fedfraud.privacy import LEDGER_FILE, PrivacyLedger, Spend, bank_level_epsilons
-from fedfraud.privacy.accountant import RECORD, Mechanism, bank_noise_multiplier
+from fedfraud.privacy.accountant import RECORD, RECORD_UNIT, Mechanism, bank_noise_multiplier
 from fl_server.federation import FederationError
 from simulations.runner import simulate
 from tests.conftest import random_bank
@@ -36,6 +36,10 @@ def test_three_bank_mlp_simulation_with_dp_reports_epsilon_within_target(
     results = simulate(cfg, tmp_path / "run", baselines=False)
     privacy = results["privacy"]
     assert privacy["dp"] is True and privacy["level"] == "record"
+    assert privacy["unit"] == RECORD_UNIT  # a training example, not a transaction
+    unit = results["analysis"]["privacy_unit"]
+    assert unit["unit"] == RECORD_UNIT and unit["rows_changed_per_transaction"]["max"] >= 1
+    assert "one transaction is not the unit" in (tmp_path / "run" / "report.md").read_text()
     assert set(privacy["epsilon_per_bank"]) == set(BANKS)
     for eps in privacy["epsilon_per_bank"].values():
         assert math.isfinite(eps) and 0.9 * 3.0 <= eps <= 3.0
