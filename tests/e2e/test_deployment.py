@@ -21,9 +21,11 @@ import pytest
 import secure_agg
 from fedfraud.audit import verify
 from fedfraud.data.store import write_banks
+from fedfraud.policy import BankPolicy
 from fedfraud.run_model import MODEL_WEIGHTS_FILE, load_run_model
 from fedfraud.train import weight_shapes
 from secure_agg import Payload
+from simulations.runner import open_round_model
 from tests.conftest import random_bank
 from tests.e2e.deployment import ROOT, Deployment, wait_for
 
@@ -206,10 +208,17 @@ def test_two_rounds_over_tls_with_authenticated_banks_write_results_and_model(
     # Each bank kept the final global model it decrypted; the operator's folder holds no clear one.
     assert not list(out.rglob(MODEL_WEIGHTS_FILE))
     final = Payload.from_bytes((out / "global_model.payload").read_bytes())
+    rnd = results["final"]["selected_round"]
     for bank in BANKS:
         model, _ = load_run_model(consortium / "models" / bank)
-        bank_side = secure_agg.get(BACKEND, "client", node_config(consortium, bank))
-        expected = bank_side.client_reveal(final, weight_shapes(model))
+        # Opened as the bank opens it: its pinned identity (masked CKKS) and the round's stage.
+        policy = BankPolicy.from_node_config(node_config(consortium, bank))
+        identity = {
+            "identity-path": str(policy.identity_path),
+            "roster-path": str(policy.roster_path),
+        }
+        bank_side = secure_agg.get(BACKEND, "client", {**node_config(consortium, bank), **identity})
+        expected = open_round_model(bank_side, results, bank, final, rnd, weight_shapes(model))
         for got, want in zip(model.state_dict().values(), expected, strict=True):
             np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
 
