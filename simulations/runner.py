@@ -164,8 +164,6 @@ def split_warnings(tables: Mapping[str, BankTable]) -> list[str]:
                     "its rows count as legit in the pooled metrics and its own "
                     f"{label} figures are undefined"
                 )
-    for warning in warnings:
-        log.warning(warning)
     return warnings
 
 
@@ -379,8 +377,11 @@ def simulate(
     config = config.replace(data_dir=str(data_dir.resolve()), out_dir=str(out_dir.resolve()))
     frames, tables = load_banks(config, data_dir)
     warnings = split_warnings(tables)
-    if progress:
+    if progress:  # the CLI prints them
         progress("data", {"banks": {n: len(f) for n, f in frames.items()}, "warnings": warnings})
+    else:
+        for warning in warnings:
+            log.warning(warning)
     round_models: dict[int, Payload] = {}
     with tempfile.TemporaryDirectory(prefix="fedfraud-keys-") as keys_dir:
         shared = {**provision(config.secure_agg, Path(keys_dir), config.num_banks), **options}
