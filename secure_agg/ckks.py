@@ -112,6 +112,20 @@ class CKKSAggregator(MaskedCKKS):
         """The largest |weight x value| one bank may send (2^24 unless the headroom allows more)."""
         return math.ldexp(1.0, self.bank_bits + self.weight_scale_bits)
 
+    def _weighted_vector(
+        self, update: Sequence[np.ndarray], weight: float
+    ) -> tuple[np.ndarray, int]:
+        """([w * update, w, w, ...], number of update values): the weighted values, then
+        copies of the weight (plain and masked mode both send this, before scaling or
+        quantizing it)."""
+        w = check_weight(weight)
+        flat = flatten(update)
+        if flat.size == 0:
+            raise PayloadError("update holds no values")
+        vector = np.full(self.vector_size(flat.size), w)
+        vector[: flat.size] = flat * w
+        return vector, int(flat.size)
+
     def client_protect(
         self,
         update: Sequence[np.ndarray],
@@ -123,12 +137,7 @@ class CKKSAggregator(MaskedCKKS):
         ctx = self._secret_context("protect")
         if self._masked(context):
             return self._protect_masked(ctx, update, weight, round, context)
-        w = check_weight(weight)
-        flat = flatten(update)
-        if flat.size == 0:
-            raise PayloadError("update holds no values")
-        vector = np.full(self.vector_size(flat.size), w)
-        vector[: flat.size] = flat * w
+        vector, num_params = self._weighted_vector(update, weight)
         vector = np.ldexp(vector, -self.weight_scale_bits)  # exact: C is a power of two
         if not np.all(np.isfinite(vector)):
             raise PayloadError("update holds NaN or infinite values; refusing to encrypt it")
@@ -145,7 +154,7 @@ class CKKSAggregator(MaskedCKKS):
             ts.ckks_vector(ctx, vector[i : i + slots]).serialize()
             for i in range(0, vector.size, slots)
         )
-        meta = {"fingerprint": self.keys.fingerprint, "params": int(flat.size), "round": round}
+        meta = {"fingerprint": self.keys.fingerprint, "params": num_params, "round": round}
         return Payload(NAME, chunks, meta)
 
     def vector_size(self, num_params: int) -> int:

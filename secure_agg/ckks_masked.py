@@ -29,7 +29,7 @@ import tenseal as ts
 
 from fedfraud.errors import ConfigError, PayloadError
 from secure_agg import masking
-from secure_agg.base import Payload, StageContext, check_weight, flatten, unflatten
+from secure_agg.base import Payload, StageContext, unflatten
 
 if TYPE_CHECKING:
     from secure_agg import keys as ckks_keys
@@ -133,6 +133,10 @@ class MaskedCKKS:
 
         def vector_size(self, num_params: int) -> int: ...
 
+        def _weighted_vector(
+            self, update: Sequence[np.ndarray], weight: float
+        ) -> tuple[np.ndarray, int]: ...
+
         def _check_header(self, payload: Payload) -> int: ...
 
         def _load(self, payload: Payload, num_params: int, ctx: ts.Context) -> list: ...
@@ -174,12 +178,7 @@ class MaskedCKKS:
                 f"this bank already contributed to {context.stage} of round {context.round} "
                 "with these participants; a repeated stage must change the participant set"
             )
-        w = check_weight(weight)
-        flat = flatten(update)
-        if flat.size == 0:
-            raise PayloadError("update holds no values")
-        vector = np.full(self.vector_size(flat.size), w)
-        vector[: flat.size] = flat * w
+        vector, num_params = self._weighted_vector(update, weight)
         if not np.all(np.isfinite(vector)):
             raise PayloadError("update holds NaN or infinite values; refusing to encrypt it")
         fixed = self.fixed_point(len(context.participants))
@@ -196,7 +195,7 @@ class MaskedCKKS:
         self._used_stages.add(context)
         meta = {
             "fingerprint": self.keys.fingerprint,
-            "params": int(flat.size),
+            "params": num_params,
             "round": round,
             "encoding": ENCODING,
         }
